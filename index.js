@@ -1,0 +1,715 @@
+'use strict'
+// The public API of @cuitty/persist. A thin layer over the native binding (binding.js, built by
+// `napi build`): it checks argument types, turns values into JSON text, exposes pages as async
+// iterables and blobs as Node streams, and turns every native failure into a PersistError.
+// Storage logic lives in the Rust core (src/).
+
+const { Readable } = require('node:stream')
+const util = require('node:util')
+
+let native
+let loadError
+try {
+  native = require('./binding.js')
+} catch (err) {
+  loadError = err
+}
+
+const ERROR_TAG = '\u0000PERSIST'
+const KV_PAGE = 1000
+const RECORD_PAGE = 500
+const BLOB_PAGE = 500
+const EVENT_PAGE = 500
+const STREAM_PAGE = 1000
+/** Bytes handed to the native layer per call when a body arrives as one large buffer. */
+const BLOB_WRITE_SLICE = 1024 * 1024
+/** How long one native wait for new events lasts before the subscription loop checks in. */
+const EVENT_WAIT_MS = 1000
+
+class PersistError extends Error {
+  constructor(code, message, options) {
+    super(message, options)
+    this.name = 'PersistError'
+    this.code = code
+  }
+}
+
+function fail(code, message, cause) {
+  return new PersistError(code, message, cause === undefined ? undefined : { cause })
+}
+
+/** Turns whatever the native layer threw into a PersistError. */
+function fromNative(err) {
+  if (err instanceof PersistError) return err
+  const message = err && typeof err.message === 'string' ? err.message : String(err)
+  if (message.startsWith(ERROR_TAG)) {
+    const body = JSON.parse(message.slice(ERROR_TAG.length))
+    return fail(body.code, body.message)
+  }
+  // A napi conversion failure or a Rust panic caught by napi: a bug, never a crash.
+  return fail('INTERNAL', `internal error: ${message}`, err)
+}
+
+/** Runs `fn`, rejecting with a PersistError whatever it throws. */
+async function guard(fn) {
+  try {
+    return await fn()
+  } catch (err) {
+    throw fromNative(err)
+  }
+}
+
+// ---- argument checks (types only; the core checks lengths, ranges and content) ----
+
+function str(what, value) {
+  if (typeof value !== 'string') {
+    throw fail('INVALID_ARGUMENT', `${what} must be a string, got ${describe(value)}`)
+  }
+  return value
+}
+
+function optStr(what, value) {
+  return value === undefined || value === null ? null : str(what, value)
+}
+
+function optNum(what, value) {
+  if (value === undefined || value === null) return null
+  if (typeof value !== 'number' || Number.isNaN(value)) {
+    throw fail('INVALID_ARGUMENT', `${what} must be a number, got ${describe(value)}`)
+  }
+  return value
+}
+
+function opts(what, value) {
+  if (value === undefined || value === null) return {}
+  if (typeof value !== 'object' || Array.isArray(value)) {
+    throw fail('INVALID_ARGUMENT', `${what} must be an object, got ${describe(value)}`)
+  }
+  return value
+}
+
+function optLimit(value) {
+  if (value === undefined || value === null) return Infinity
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) {
+    throw fail('INVALID_ARGUMENT', `limit must be a non-negative integer, got ${describe(value)}`)
+  }
+  return value
+}
+
+function describe(value) {
+  if (value === null) return 'null'
+  if (Array.isArray(value)) return 'an array'
+  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? value.slice(0, 40) + '…' : value)
+  if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') return `${typeof value} ${String(value)}`
+  return typeof value
+}
+
+/** JSON text of a value, as API.md's value rules say: what JSON cannot hold is INVALID_VALUE. */
+function toJson(what, value) {
+  let text
+  try {
+    text = JSON.stringify(value)
+  } catch (err) {
+    throw fail('INVALID_VALUE', `${what} cannot be stored as JSON: ${err.message}`, err)
+  }
+  if (text === undefined) {
+    throw fail('INVALID_VALUE', `${what} cannot be stored as JSON (${typeof value})`)
+  }
+  return text
+}
+
+function docJson(what, value) {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw fail('INVALID_VALUE', `${what} must be a JSON object, got ${describe(value)}`)
+  }
+  return toJson(what, value)
+}
+
+/** An async iterable over pages that the `next` callback fetches; errors become PersistErrors. */
+function paged(produce) {
+  const iterable = {
+    async *[Symbol.asyncIterator]() {
+      try {
+        yield* produce()
+      } catch (err) {
+        throw fromNative(err)
+      }
+    },
+  }
+  return iterable
+}
+
+// ---- kv ----
+
+function toKvEntry(e) {
+  return e
+}
+
+class KV {
+  #n
+  constructor(nativeStore) {
+    this.#n = nativeStore
+  }
+
+  get(key) {
+    return guard(async () => {
+      str('key', key)
+      const [entry] = JSON.parse(await this.#n.kvGetMany([key]))
+      return entry === null ? undefined : entry.value
+    })
+  }
+
+  getMany(keys) {
+    return guard(async () => {
+      if (!Array.isArray(keys)) throw fail('INVALID_ARGUMENT', `keys must be an array of strings, got ${describe(keys)}`)
+      keys.forEach((k, i) => str(`keys[${i}]`, k))
+      if (keys.length === 0) return []
+      return JSON.parse(await this.#n.kvGetMany(keys)).map((e) => (e === null ? undefined : e.value))
+    })
+  }
+
+  getEntry(key) {
+    return guard(async () => {
+      str('key', key)
+      const [entry] = JSON.parse(await this.#n.kvGetMany([key]))
+      return entry === null ? undefined : toKvEntry(entry)
+    })
+  }
+
+  set(key, value, options) {
+    return guard(async () => {
+      str('key', key)
+      const o = opts('options', options)
+      const json = toJson('value', value)
+      const ttl = optNum('ttl', o.ttl)
+      let ifVersion = null
+      const ifAbsent = o.ifVersion === null
+      if (o.ifVersion !== undefined && o.ifVersion !== null) ifVersion = str('ifVersion', o.ifVersion)
+      return JSON.parse(await this.#n.kvSet(key, json, ttl, ifVersion, ifAbsent))
+    })
+  }
+
+  setMany(entries) {
+    return guard(async () => {
+      if (!Array.isArray(entries)) throw fail('INVALID_ARGUMENT', `entries must be an array, got ${describe(entries)}`)
+      const keys = new Array(entries.length)
+      const values = new Array(entries.length)
+      const ttls = new Array(entries.length)
+      entries.forEach((e, i) => {
+        opts(`entries[${i}]`, e)
+        keys[i] = str(`entries[${i}].key`, e.key)
+        values[i] = toJson(`entries[${i}].value`, e.value)
+        ttls[i] = optNum(`entries[${i}].ttl`, e.ttl)
+      })
+      if (entries.length === 0) return
+      await this.#n.kvSetMany(keys, values, ttls)
+    })
+  }
+
+  delete(key, options) {
+    return guard(async () => {
+      str('key', key)
+      const o = opts('options', options)
+      return this.#n.kvDelete(key, optStr('ifVersion', o.ifVersion))
+    })
+  }
+
+  has(key) {
+    return guard(async () => {
+      str('key', key)
+      const [entry] = JSON.parse(await this.#n.kvGetMany([key]))
+      return entry !== null
+    })
+  }
+
+  list(options) {
+    const n = this.#n
+    return paged(async function* () {
+      const o = opts('options', options)
+      const prefix = optStr('prefix', o.prefix) ?? ''
+      const start = optStr('start', o.start)
+      const end = optStr('end', o.end)
+      const reverse = Boolean(o.reverse)
+      let remaining = optLimit(o.limit)
+      let after = null
+      while (remaining > 0) {
+        const want = Math.min(KV_PAGE, remaining)
+        const page = JSON.parse(await n.kvListPage(prefix, start, end, reverse, after, want))
+        for (const e of page) yield toKvEntry(e)
+        if (page.length < want) return
+        remaining -= page.length
+        after = page[page.length - 1].key
+      }
+    })
+  }
+}
+
+// ---- records ----
+
+class Collection {
+  #n
+  #name
+  constructor(nativeStore, name) {
+    this.#n = nativeStore
+    this.#name = name
+  }
+
+  get name() {
+    return this.#name
+  }
+
+  insert(data, options) {
+    return guard(async () => {
+      const o = opts('options', options)
+      const json = docJson('data', data)
+      return JSON.parse(await this.#n.recInsert(str('collection name', this.#name), json, optStr('id', o.id)))
+    })
+  }
+
+  put(id, data, options) {
+    return guard(async () => {
+      str('id', id)
+      const o = opts('options', options)
+      const json = docJson('data', data)
+      const ifAbsent = o.ifVersion === null
+      const ifVersion = ifAbsent ? null : optNum('ifVersion', o.ifVersion)
+      return JSON.parse(await this.#n.recPut(str('collection name', this.#name), id, json, ifVersion, ifAbsent))
+    })
+  }
+
+  get(id) {
+    return guard(async () => {
+      str('id', id)
+      const doc = await this.#n.recGet(str('collection name', this.#name), id)
+      return doc === null ? undefined : JSON.parse(doc)
+    })
+  }
+
+  update(id, patch, options) {
+    return guard(async () => {
+      str('id', id)
+      const o = opts('options', options)
+      const json = docJson('patch', patch)
+      return JSON.parse(await this.#n.recUpdate(str('collection name', this.#name), id, json, optNum('ifVersion', o.ifVersion)))
+    })
+  }
+
+  delete(id, options) {
+    return guard(async () => {
+      str('id', id)
+      const o = opts('options', options)
+      return this.#n.recDelete(str('collection name', this.#name), id, optNum('ifVersion', o.ifVersion))
+    })
+  }
+
+  find(query) {
+    const n = this.#n
+    const coll = this.#name
+    const iterable = paged(async function* () {
+      str('collection name', coll)
+      const q = opts('query', query)
+      let remaining = optLimit(q.limit)
+      const queryJson = toJson('query', { where: q.where, orderBy: q.orderBy, after: q.after })
+      let resumeId = null
+      let resumeData = null
+      while (remaining > 0) {
+        const want = Math.min(RECORD_PAGE, remaining)
+        const page = JSON.parse(await n.recFindPage(coll, queryJson, resumeId, resumeData, want))
+        for (const doc of page) yield doc
+        if (page.length < want) return
+        remaining -= page.length
+        const last = page[page.length - 1]
+        resumeId = last.id
+        resumeData = JSON.stringify(last.data)
+      }
+    })
+    iterable.toArray = () =>
+      guard(async () => {
+        const all = []
+        for await (const doc of iterable) all.push(doc)
+        return all
+      })
+    return iterable
+  }
+
+  count(where) {
+    return guard(async () => {
+      const filter = where === undefined || where === null ? null : toJson('where', opts('where', where))
+      return this.#n.recCount(str('collection name', this.#name), filter)
+    })
+  }
+
+  ensureIndex(field) {
+    return guard(async () => this.#n.recEnsureIndex(str('collection name', this.#name), str('field', field)))
+  }
+}
+
+class Records {
+  #n
+  constructor(nativeStore) {
+    this.#n = nativeStore
+  }
+
+  /** Collection names are checked on first use: an invalid name makes every call reject. */
+  collection(name) {
+    return new Collection(this.#n, name)
+  }
+}
+
+// ---- blobs ----
+
+function isReadableLike(body) {
+  return body !== null && typeof body === 'object' && typeof body[Symbol.asyncIterator] === 'function'
+}
+
+function asBuffer(chunk) {
+  if (Buffer.isBuffer(chunk)) return chunk
+  if (chunk instanceof Uint8Array) return Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
+  if (typeof chunk === 'string') return Buffer.from(chunk, 'utf8')
+  return null
+}
+
+class BodyError extends Error {}
+
+async function* bodyChunks(body) {
+  const whole = asBuffer(body)
+  if (whole !== null) {
+    for (let at = 0; at < whole.length; at += BLOB_WRITE_SLICE) {
+      yield whole.subarray(at, Math.min(whole.length, at + BLOB_WRITE_SLICE))
+    }
+    return
+  }
+  if (!isReadableLike(body)) {
+    throw fail('INVALID_ARGUMENT', `a blob body must be a Uint8Array, a string, a Readable or an async iterable of Uint8Array, got ${describe(body)}`)
+  }
+  const iterator = body[Symbol.asyncIterator]()
+  for (;;) {
+    let step
+    try {
+      step = await iterator.next()
+    } catch (err) {
+      throw new BodyError('body', { cause: err })
+    }
+    if (step.done) return
+    const chunk = asBuffer(step.value)
+    if (chunk === null) {
+      if (typeof iterator.return === 'function') await Promise.resolve(iterator.return()).catch(() => {})
+      throw fail('INVALID_ARGUMENT', `a blob body stream must yield Uint8Array chunks, got ${describe(step.value)}`)
+    }
+    for (let at = 0; at < chunk.length; at += BLOB_WRITE_SLICE) {
+      yield chunk.subarray(at, Math.min(chunk.length, at + BLOB_WRITE_SLICE))
+    }
+  }
+}
+
+function rangeArgs(options) {
+  const o = opts('options', options)
+  if (o.range === undefined || o.range === null) return [0, null]
+  const r = opts('range', o.range)
+  const start = optNum('range.start', r.start) ?? 0
+  return [start, optNum('range.end', r.end)]
+}
+
+class Blobs {
+  #n
+  constructor(nativeStore) {
+    this.#n = nativeStore
+  }
+
+  put(key, body, options) {
+    return guard(async () => {
+      str('key', key)
+      const o = opts('options', options)
+      const contentType = optStr('contentType', o.contentType)
+      let metadata = null
+      if (o.metadata !== undefined && o.metadata !== null) {
+        const m = opts('metadata', o.metadata)
+        for (const [k, v] of Object.entries(m)) str(`metadata[${JSON.stringify(k)}]`, v)
+        metadata = JSON.stringify(m)
+      }
+      if (asBuffer(body) === null && !isReadableLike(body)) {
+        // Checked before anything is written.
+        throw fail('INVALID_ARGUMENT', `a blob body must be a Uint8Array, a string, a Readable or an async iterable of Uint8Array, got ${describe(body)}`)
+      }
+      const upload = await this.#n.blobPut(key, contentType, metadata)
+      try {
+        for await (const chunk of bodyChunks(body)) await upload.write(chunk)
+      } catch (err) {
+        await upload.abort().catch(() => {})
+        if (err instanceof BodyError) {
+          throw fail('INVALID_ARGUMENT', `the blob body stream failed: ${err.cause && err.cause.message}`, err.cause)
+        }
+        throw err
+      }
+      return JSON.parse(await upload.commit())
+    })
+  }
+
+  get(key, options) {
+    return guard(async () => {
+      str('key', key)
+      const [start, end] = rangeArgs(options)
+      const reader = await this.#n.blobOpen(key, start, end)
+      if (reader === null) return undefined
+      const chunks = []
+      for (let chunk = await reader.next(); chunk !== null; chunk = await reader.next()) chunks.push(chunk)
+      return Buffer.concat(chunks)
+    })
+  }
+
+  stream(key, options) {
+    return guard(async () => {
+      str('key', key)
+      const [start, end] = rangeArgs(options)
+      const reader = await this.#n.blobOpen(key, start, end)
+      if (reader === null) throw fail('NOT_FOUND', `blob ${JSON.stringify(key)} does not exist`)
+      async function* chunks() {
+        try {
+          for (let chunk = await reader.next(); chunk !== null; chunk = await reader.next()) yield chunk
+        } catch (err) {
+          throw fromNative(err)
+        }
+      }
+      return Readable.from(chunks(), { objectMode: false })
+    })
+  }
+
+  head(key) {
+    return guard(async () => {
+      str('key', key)
+      const info = await this.#n.blobHead(key)
+      return info === null ? undefined : JSON.parse(info)
+    })
+  }
+
+  delete(key) {
+    return guard(async () => this.#n.blobDelete(str('key', key)))
+  }
+
+  list(options) {
+    const n = this.#n
+    return paged(async function* () {
+      const o = opts('options', options)
+      const prefix = optStr('prefix', o.prefix) ?? ''
+      let remaining = optLimit(o.limit)
+      let after = null
+      while (remaining > 0) {
+        const want = Math.min(BLOB_PAGE, remaining)
+        const page = JSON.parse(await n.blobListPage(prefix, after, want))
+        for (const info of page) yield info
+        if (page.length < want) return
+        remaining -= page.length
+        after = page[page.length - 1].key
+      }
+    })
+  }
+}
+
+// ---- events ----
+
+function newEvents(events) {
+  const list = Array.isArray(events) ? events : [events]
+  return list.map((e, i) => {
+    const where = Array.isArray(events) ? `events[${i}]` : 'event'
+    if (e === null || typeof e !== 'object' || Array.isArray(e)) {
+      throw fail('INVALID_ARGUMENT', `${where} must be an object { type, data? }, got ${describe(e)}`)
+    }
+    str(`${where}.type`, e.type)
+    return e.data === undefined ? { type: e.type } : { type: e.type, data: JSON.parse(toJson(`${where}.data`, e.data)) }
+  })
+}
+
+class Subscription {
+  #stop
+  constructor(stop) {
+    this.#stop = stop
+  }
+
+  /** Stops delivery: no handler call starts after this resolves. */
+  close() {
+    return guard(async () => this.#stop())
+  }
+}
+
+class Events {
+  #n
+  #subscriptions
+  constructor(nativeStore, subscriptions) {
+    this.#n = nativeStore
+    this.#subscriptions = subscriptions
+  }
+
+  append(stream, events, options) {
+    return guard(async () => {
+      str('stream', stream)
+      const o = opts('options', options)
+      const list = newEvents(events)
+      const seq = await this.#n.evAppend(stream, JSON.stringify(list), optNum('expectedSeq', o.expectedSeq))
+      return { seq }
+    })
+  }
+
+  read(stream, options) {
+    const n = this.#n
+    return paged(async function* () {
+      str('stream', stream)
+      const o = opts('options', options)
+      const reverse = Boolean(o.reverse)
+      let next = optNum('from', o.from) ?? (reverse ? Number.MAX_SAFE_INTEGER : 1)
+      let remaining = optLimit(o.limit)
+      while (remaining > 0 && next >= (reverse ? 1 : 0)) {
+        const want = Math.min(EVENT_PAGE, remaining)
+        const page = JSON.parse(await n.evReadPage(stream, next, reverse, want))
+        for (const event of page) yield event
+        if (page.length < want) return
+        remaining -= page.length
+        next = page[page.length - 1].seq + (reverse ? -1 : 1)
+      }
+    })
+  }
+
+  subscribe(stream, handler, options) {
+    return guard(async () => {
+      str('stream', stream)
+      if (typeof handler !== 'function') throw fail('INVALID_ARGUMENT', `handler must be a function, got ${describe(handler)}`)
+      const o = opts('options', options)
+      const onError = o.onError
+      if (onError !== undefined && typeof onError !== 'function') throw fail('INVALID_ARGUMENT', 'onError must be a function')
+      let next
+      if (o.from === 'end') {
+        const [last] = JSON.parse(await this.#n.evReadPage(stream, Number.MAX_SAFE_INTEGER, true, 1))
+        next = last ? last.seq + 1 : 1
+      } else {
+        next = optNum('from', o.from) ?? 1
+        if (!Number.isInteger(next) || next < 0) throw fail('INVALID_ARGUMENT', `from must be a non-negative integer or "end", got ${describe(o.from)}`)
+        next = Math.max(next, 1)
+      }
+      const n = this.#n
+      let stopped = false
+      const report = (err) => {
+        if (onError) {
+          try {
+            onError(err)
+          } catch {}
+        } else {
+          process.emitWarning(`@cuitty/persist: subscription to ${JSON.stringify(stream)} stopped: ${err && err.message}`)
+        }
+      }
+      const stop = () => {
+        stopped = true
+        this.#subscriptions.delete(stop)
+      }
+      this.#subscriptions.add(stop)
+      const run = async () => {
+        while (!stopped) {
+          let page
+          try {
+            page = JSON.parse(await n.evReadPage(stream, next, false, EVENT_PAGE))
+          } catch (err) {
+            const e = fromNative(err)
+            if (e.code !== 'CLOSED') report(e)
+            return stop()
+          }
+          for (const event of page) {
+            if (stopped) return
+            try {
+              await handler(event)
+            } catch (err) {
+              report(err)
+              return stop()
+            }
+            next = event.seq + 1
+          }
+          if (page.length === 0 && !stopped) {
+            try {
+              await n.evWait(stream, next - 1, EVENT_WAIT_MS)
+            } catch (err) {
+              const e = fromNative(err)
+              if (e.code !== 'CLOSED') report(e)
+              return stop()
+            }
+          }
+        }
+      }
+      run()
+      return new Subscription(async () => stop())
+    })
+  }
+
+  streams(options) {
+    const n = this.#n
+    return paged(async function* () {
+      const o = opts('options', options)
+      const prefix = optStr('prefix', o.prefix) ?? ''
+      let after = null
+      for (;;) {
+        const page = JSON.parse(await n.evStreamsPage(prefix, after, STREAM_PAGE))
+        yield* page
+        if (page.length < STREAM_PAGE) return
+        after = page[page.length - 1]
+      }
+    })
+  }
+}
+
+// ---- the store ----
+
+const asyncDispose = Symbol.asyncDispose ?? Symbol.for('nodejs.asyncDispose')
+
+class Store {
+  #n
+  #subscriptions = new Set()
+  constructor(nativeStore) {
+    this.#n = nativeStore
+    this.name = nativeStore.name
+    this.adapter = nativeStore.adapter
+    this.records = new Records(nativeStore)
+    this.kv = new KV(nativeStore)
+    this.blobs = new Blobs(nativeStore)
+    this.events = new Events(nativeStore, this.#subscriptions)
+    Object.freeze(this)
+  }
+
+  close() {
+    return guard(async () => {
+      for (const stop of [...this.#subscriptions]) stop()
+      await this.#n.close()
+    })
+  }
+
+  [asyncDispose]() {
+    return this.close()
+  }
+
+  [util.inspect.custom]() {
+    return `Store { name: ${JSON.stringify(this.name)}, adapter: ${JSON.stringify(this.adapter)} }`
+  }
+}
+
+/** The config the core validates: JSON, with a custom adapter object replaced by a marker. */
+function configJson(config) {
+  if (config === null || typeof config !== 'object' || Array.isArray(config)) {
+    throw fail('INVALID_CONFIG', `createStore: the config must be an object, got ${describe(config)}`)
+  }
+  const plain = { ...config }
+  if (plain.adapter !== null && typeof plain.adapter === 'object') {
+    const a = plain.adapter
+    plain.adapter = { $custom: Object.fromEntries(['get', 'put', 'delete', 'list'].map((m) => [m, typeof a[m] === 'function'])) }
+  }
+  try {
+    return JSON.stringify(plain)
+  } catch (err) {
+    throw fail('INVALID_CONFIG', `createStore: the config cannot be read: ${err.message}`, err)
+  }
+}
+
+function createStore(config) {
+  return guard(async () => {
+    if (!native) throw fail('INTERNAL', `the native addon of @cuitty/persist could not be loaded: ${loadError && loadError.message}`, loadError)
+    const json = configJson(config)
+    return new Store(await native.openStore(json, process.cwd()))
+  })
+}
+
+module.exports.createStore = createStore
+module.exports.PersistError = PersistError

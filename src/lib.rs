@@ -1,0 +1,17 @@
+//! The storage core of `@cuitty/persist`: one store API (records, kv, blobs, events) over
+//! several backends. Nothing here knows about Node; the `node` feature adds the napi binding
+//! in `napi/`, which converts values and delegates to [`store::Store`].
+
+pub mod backend;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod model;
+pub mod query;
+pub mod records;
+pub mod sqlite;
+pub mod store;
+pub mod validate;
+
+#[cfg(feature = "node")]
+mod napi;

@@ -1,0 +1,87 @@
+//! Results cross to JS as one JSON text per call (parsed once by `JSON.parse` in index.js).
+//! Stored values are already JSON text, so they are spliced in, not re-serialised.
+
+use crate::clock::iso8601;
+use crate::model::{BlobInfo, Doc, KvEntry, StoredEvent};
+
+fn push_str(out: &mut String, s: &str) {
+    // serde_json's string escaping cannot fail for a &str.
+    out.push_str(&serde_json::to_string(s).unwrap_or_default());
+}
+
+pub fn kv_entry(out: &mut String, e: &KvEntry) {
+    out.push_str("{\"key\":");
+    push_str(out, &e.key);
+    out.push_str(",\"value\":");
+    out.push_str(&e.value);
+    out.push_str(",\"version\":");
+    push_str(out, &e.version);
+    if let Some(at) = e.expires_at {
+        out.push_str(",\"expiresAt\":");
+        push_str(out, &iso8601(at));
+    }
+    out.push('}');
+}
+
+pub fn doc(out: &mut String, d: &Doc) {
+    out.push_str("{\"id\":");
+    push_str(out, &d.id);
+    out.push_str(&format!(",\"version\":{},\"createdAt\":", d.version));
+    push_str(out, &d.created_at);
+    out.push_str(",\"updatedAt\":");
+    push_str(out, &d.updated_at);
+    out.push_str(",\"data\":");
+    out.push_str(&d.data);
+    out.push('}');
+}
+
+pub fn event(out: &mut String, e: &StoredEvent) {
+    out.push_str("{\"stream\":");
+    push_str(out, &e.stream);
+    out.push_str(&format!(",\"seq\":{},\"type\":", e.seq));
+    push_str(out, &e.kind);
+    out.push_str(",\"data\":");
+    out.push_str(&e.data);
+    out.push_str(",\"time\":");
+    push_str(out, &e.time);
+    out.push_str(",\"id\":");
+    push_str(out, &e.id);
+    out.push('}');
+}
+
+pub fn blob_info(out: &mut String, b: &BlobInfo) {
+    out.push_str("{\"key\":");
+    push_str(out, &b.key);
+    out.push_str(&format!(",\"size\":{},\"contentType\":", b.size));
+    push_str(out, &b.content_type);
+    out.push_str(",\"etag\":");
+    push_str(out, &b.etag);
+    out.push_str(",\"metadata\":");
+    out.push_str(&serde_json::to_string(&b.metadata).unwrap_or_else(|_| "{}".into()));
+    out.push_str(",\"updatedAt\":");
+    push_str(out, &b.updated_at);
+    out.push('}');
+}
+
+pub fn array<T>(items: &[T], mut each: impl FnMut(&mut String, &T)) -> String {
+    let mut out = String::with_capacity(64 + items.len() * 128);
+    out.push('[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        each(&mut out, item);
+    }
+    out.push(']');
+    out
+}
+
+pub fn one<T>(item: &T, each: impl FnOnce(&mut String, &T)) -> String {
+    let mut out = String::with_capacity(256);
+    each(&mut out, item);
+    out
+}
+
+pub fn strings(items: &[String]) -> String {
+    array(items, |out, s| push_str(out, s))
+}

@@ -1,0 +1,364 @@
+//! The napi binding: converts JS arguments, calls [`Store`], converts results. No storage logic
+//! lives here. index.js wraps these natives into the public API (async iterables, streams,
+//! `PersistError`).
+//!
+//! Errors cross as a reason string `"\u{0}PERSIST" + {"code","message","causeRef"}` that
+//! index.js turns into a `PersistError`; anything else reaching JS (a napi conversion failure, a
+//! panic caught by napi) becomes `INTERNAL` there.
+
+mod json;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::sync::Mutex;
+
+use crate::backend::{BlobReader, BlobUpload};
+use crate::error::{PersistError, Result as CoreResult};
+use crate::model::{BlobMeta, ByteRange, IfVersion, KvRange, NewEvent};
+use crate::store::Store;
+
+pub(crate) const ERROR_TAG: &str = "\u{0}PERSIST";
+
+fn to_js(err: PersistError) -> Error {
+    let body = serde_json::json!({
+        "code": err.code.as_str(),
+        "message": err.message,
+        "causeRef": err.cause_ref,
+    });
+    Error::new(Status::GenericFailure, format!("{ERROR_TAG}{body}"))
+}
+
+trait IntoJs<T> {
+    fn js(self) -> Result<T>;
+}
+
+impl<T> IntoJs<T> for CoreResult<T> {
+    fn js(self) -> Result<T> {
+        self.map_err(to_js)
+    }
+}
+
+/// A JS number that must be a non-negative integer (seqs, versions, offsets).
+fn whole(what: &str, value: f64) -> CoreResult<u64> {
+    if value.is_finite() && value >= 0.0 && value.fract() == 0.0 && value <= 9_007_199_254_740_991.0 {
+        Ok(value as u64)
+    } else {
+        Err(PersistError::invalid_argument(format!("{what} must be a non-negative integer, got {value}")))
+    }
+}
+
+fn record_version(value: Option<f64>) -> CoreResult<Option<u64>> {
+    value
+        .map(|v| match whole("ifVersion", v) {
+            Ok(v) if v >= 1 => Ok(v),
+            _ => Err(PersistError::invalid_argument(format!("ifVersion must be a positive integer, got {v}"))),
+        })
+        .transpose()
+}
+
+#[napi]
+pub struct NativeStore {
+    store: Arc<Store>,
+}
+
+/// Opens a store. `config` is the JSON of the user's config (a custom adapter replaced by
+/// `{"$custom": {...}}`); `cwd` anchors relative paths.
+#[napi]
+pub async fn open_store(config: String, cwd: String) -> Result<NativeStore> {
+    let store = Store::open(&config, std::path::Path::new(&cwd)).await.js()?;
+    Ok(NativeStore { store: Arc::new(store) })
+}
+
+#[derive(Deserialize)]
+struct EventIn {
+    #[serde(rename = "type")]
+    kind: String,
+    data: Option<Box<RawValue>>,
+}
+
+#[napi]
+impl NativeStore {
+    #[napi(getter)]
+    pub fn name(&self) -> String {
+        self.store.name().to_string()
+    }
+
+    #[napi(getter)]
+    pub fn adapter(&self) -> String {
+        self.store.adapter().to_string()
+    }
+
+    #[napi(getter)]
+    pub fn closed(&self) -> bool {
+        self.store.is_closed()
+    }
+
+    #[napi]
+    pub async fn close(&self) -> Result<()> {
+        self.store.close().await.js()
+    }
+
+    // ---- kv ----
+
+    /// JSON array: an entry or null per key.
+    #[napi]
+    pub async fn kv_get_many(&self, keys: Vec<String>) -> Result<String> {
+        let found = self.store.kv_get_many(keys).await.js()?;
+        Ok(json::array(&found, |out, e| match e {
+            Some(e) => json::kv_entry(out, e),
+            None => out.push_str("null"),
+        }))
+    }
+
+    #[napi]
+    pub async fn kv_set(
+        &self,
+        key: String,
+        value: String,
+        ttl: Option<f64>,
+        if_version: Option<String>,
+        if_absent: bool,
+    ) -> Result<String> {
+        let cond = match (if_absent, if_version) {
+            (true, _) => IfVersion::Absent,
+            (false, Some(v)) => IfVersion::Is(v),
+            (false, None) => IfVersion::Any,
+        };
+        let entry = self.store.kv_set(key, value, ttl, cond).await.js()?;
+        Ok(json::one(&entry, json::kv_entry))
+    }
+
+    #[napi]
+    pub async fn kv_set_many(&self, keys: Vec<String>, values: Vec<String>, ttls: Vec<Option<f64>>) -> Result<()> {
+        if keys.len() != values.len() || keys.len() != ttls.len() {
+            return Err(to_js(PersistError::internal("kvSetMany: mismatched argument lengths")));
+        }
+        let entries = keys.into_iter().zip(values).zip(ttls).map(|((k, v), t)| (k, v, t)).collect();
+        self.store.kv_set_many(entries).await.js()
+    }
+
+    #[napi]
+    pub async fn kv_delete(&self, key: String, if_version: Option<String>) -> Result<bool> {
+        self.store.kv_delete(key, if_version).await.js()
+    }
+
+    #[napi]
+    #[allow(clippy::too_many_arguments)]
+    pub async fn kv_list_page(
+        &self,
+        prefix: String,
+        start: Option<String>,
+        end: Option<String>,
+        reverse: bool,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<String> {
+        let range = KvRange { prefix, start, end, reverse };
+        let page = self.store.kv_list_page(range, after, limit as usize).await.js()?;
+        Ok(json::array(&page, json::kv_entry))
+    }
+
+    // ---- records ----
+
+    #[napi]
+    pub async fn rec_insert(&self, coll: String, data: String, id: Option<String>) -> Result<String> {
+        let doc = self.store.rec_insert(coll, data, id).await.js()?;
+        Ok(json::one(&doc, json::doc))
+    }
+
+    #[napi]
+    pub async fn rec_put(
+        &self,
+        coll: String,
+        id: String,
+        data: String,
+        if_version: Option<f64>,
+        if_absent: bool,
+    ) -> Result<String> {
+        let cond = match (if_absent, record_version(if_version).js()?) {
+            (true, _) => IfVersion::Absent,
+            (false, Some(v)) => IfVersion::Is(v),
+            (false, None) => IfVersion::Any,
+        };
+        let doc = self.store.rec_put(coll, id, data, cond).await.js()?;
+        Ok(json::one(&doc, json::doc))
+    }
+
+    #[napi]
+    pub async fn rec_get(&self, coll: String, id: String) -> Result<Option<String>> {
+        let doc = self.store.rec_get(coll, id).await.js()?;
+        Ok(doc.map(|d| json::one(&d, json::doc)))
+    }
+
+    #[napi]
+    pub async fn rec_update(&self, coll: String, id: String, patch: String, if_version: Option<f64>) -> Result<String> {
+        let doc = self.store.rec_update(coll, id, patch, record_version(if_version).js()?).await.js()?;
+        Ok(json::one(&doc, json::doc))
+    }
+
+    #[napi]
+    pub async fn rec_delete(&self, coll: String, id: String, if_version: Option<f64>) -> Result<bool> {
+        self.store.rec_delete(coll, id, record_version(if_version).js()?).await.js()
+    }
+
+    #[napi]
+    pub async fn rec_find_page(
+        &self,
+        coll: String,
+        query: String,
+        resume_id: Option<String>,
+        resume_data: Option<String>,
+        limit: u32,
+    ) -> Result<String> {
+        let resume = resume_id.zip(resume_data);
+        let docs = self.store.rec_find_page(coll, &query, resume, limit as usize).await.js()?;
+        Ok(json::array(&docs, json::doc))
+    }
+
+    #[napi]
+    pub async fn rec_count(&self, coll: String, filter: Option<String>) -> Result<f64> {
+        Ok(self.store.rec_count(coll, filter.as_deref()).await.js()? as f64)
+    }
+
+    #[napi]
+    pub async fn rec_ensure_index(&self, coll: String, field: String) -> Result<()> {
+        self.store.rec_ensure_index(coll, field).await.js()
+    }
+
+    // ---- blobs ----
+
+    #[napi]
+    pub async fn blob_put(&self, key: String, content_type: Option<String>, metadata: Option<String>) -> Result<NativeBlobUpload> {
+        let metadata: BTreeMap<String, String> = match metadata {
+            Some(m) => serde_json::from_str(&m)
+                .map_err(|_| to_js(PersistError::invalid_argument("blob metadata must be an object of string values")))?,
+            None => BTreeMap::new(),
+        };
+        let upload = self.store.blob_put(key, BlobMeta { content_type, metadata }).await.js()?;
+        Ok(NativeBlobUpload { upload: Arc::new(Mutex::new(Some(upload))) })
+    }
+
+    #[napi]
+    pub async fn blob_head(&self, key: String) -> Result<Option<String>> {
+        let info = self.store.blob_head(key).await.js()?;
+        Ok(info.map(|i| json::one(&i, json::blob_info)))
+    }
+
+    #[napi]
+    pub async fn blob_open(&self, key: String, start: f64, end: Option<f64>) -> Result<Option<NativeBlobReader>> {
+        let range = ByteRange {
+            start: whole("range.start", start).js()?,
+            end: end.map(|e| whole("range.end", e)).transpose().js()?,
+        };
+        let reader = self.store.blob_read(key, range).await.js()?;
+        Ok(reader.map(|r| {
+            let info = json::one(r.info(), json::blob_info);
+            NativeBlobReader { reader: Arc::new(Mutex::new(r)), info }
+        }))
+    }
+
+    #[napi]
+    pub async fn blob_delete(&self, key: String) -> Result<bool> {
+        self.store.blob_delete(key).await.js()
+    }
+
+    #[napi]
+    pub async fn blob_list_page(&self, prefix: String, after: Option<String>, limit: u32) -> Result<String> {
+        let page = self.store.blob_list_page(prefix, after, limit as usize).await.js()?;
+        Ok(json::array(&page, json::blob_info))
+    }
+
+    // ---- events ----
+
+    /// `events`: JSON array of `{type, data?}`. Returns the last seq.
+    #[napi]
+    pub async fn ev_append(&self, stream: String, events: String, expected_seq: Option<f64>) -> Result<f64> {
+        let parsed: Vec<EventIn> = serde_json::from_str(&events)
+            .map_err(|e| to_js(PersistError::invalid_argument(format!("events must be {{ type, data? }} objects: {e}"))))?;
+        let events = parsed
+            .into_iter()
+            .map(|e| NewEvent { kind: e.kind, data: e.data.map_or_else(|| "null".to_string(), |d| d.get().to_string()) })
+            .collect();
+        let expected = expected_seq.map(|s| whole("expectedSeq", s)).transpose().js()?;
+        Ok(self.store.ev_append(stream, events, expected).await.js()? as f64)
+    }
+
+    #[napi]
+    pub async fn ev_read_page(&self, stream: String, from: f64, reverse: bool, limit: u32) -> Result<String> {
+        let from = whole("from", from).js()?;
+        let page = self.store.ev_read_page(stream, from, reverse, limit as usize).await.js()?;
+        Ok(json::array(&page, json::event))
+    }
+
+    #[napi]
+    pub async fn ev_streams_page(&self, prefix: String, after: Option<String>, limit: u32) -> Result<String> {
+        let page = self.store.ev_streams_page(prefix, after, limit as usize).await.js()?;
+        Ok(json::strings(&page))
+    }
+
+    #[napi]
+    pub async fn ev_wait(&self, stream: String, after_seq: f64, timeout_ms: u32) -> Result<()> {
+        let after = whole("seq", after_seq).js()?;
+        self.store.ev_wait(stream, after, Duration::from_millis(timeout_ms.into())).await.js()
+    }
+}
+
+#[napi]
+pub struct NativeBlobUpload {
+    upload: Arc<Mutex<Option<Box<dyn BlobUpload>>>>,
+}
+
+#[napi]
+impl NativeBlobUpload {
+    #[napi]
+    pub async fn write(&self, chunk: Buffer) -> Result<()> {
+        let chunk: Vec<u8> = chunk.to_vec();
+        let mut guard = self.upload.lock().await;
+        let upload = guard.as_mut().ok_or_else(|| to_js(PersistError::invalid_argument("the blob upload is finished")))?;
+        upload.write(chunk).await.js()
+    }
+
+    #[napi]
+    pub async fn commit(&self) -> Result<String> {
+        let upload = self.upload.lock().await.take();
+        let upload = upload.ok_or_else(|| to_js(PersistError::invalid_argument("the blob upload is finished")))?;
+        let info = upload.commit().await.js()?;
+        Ok(json::one(&info, json::blob_info))
+    }
+
+    #[napi]
+    pub async fn abort(&self) -> Result<()> {
+        let upload = self.upload.lock().await.take();
+        match upload {
+            Some(upload) => upload.abort().await.js(),
+            None => Ok(()),
+        }
+    }
+}
+
+#[napi]
+pub struct NativeBlobReader {
+    reader: Arc<Mutex<Box<dyn BlobReader>>>,
+    info: String,
+}
+
+#[napi]
+impl NativeBlobReader {
+    #[napi(getter)]
+    pub fn info(&self) -> String {
+        self.info.clone()
+    }
+
+    /// The next chunk, or null at the end.
+    #[napi]
+    pub async fn next(&self) -> Result<Option<Buffer>> {
+        let mut reader = self.reader.lock().await;
+        Ok(reader.next_chunk().await.js()?.map(Buffer::from))
+    }
+}

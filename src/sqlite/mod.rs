@@ -1,0 +1,481 @@
+//! The SQLite backend: every namespace natively in SQL, in one database file that may hold
+//! several stores (rows are keyed by a per-name `store_id`).
+//!
+//! Writes go to one writer thread that groups whatever is queued into one transaction (group
+//! commit: 64 concurrent sets cost one commit, not 64), each operation inside its own savepoint
+//! so a failing one (a CONFLICT, say) rolls back alone. A promise resolves only after the
+//! commit that holds its write. Reads run on a small pool of reader connections (WAL lets them
+//! run beside the writer).
+
+mod blobs;
+mod events;
+mod kv;
+pub mod query_sql;
+mod records;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags};
+
+use crate::backend::{Backend, BlobReader, BlobUpload};
+use crate::error::{ErrorCode, PersistError, Result};
+use crate::model::*;
+use crate::query::{FieldPath, Filter, SortKey};
+
+/// How long a connection waits for another process's lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most operations one group commit takes.
+const MAX_BATCH: usize = 1024;
+/// Reader connections kept open.
+const MAX_IDLE_READERS: usize = 4;
+
+/// Maps a SQLite failure to a PersistError. Busy/locked means another process held the file
+/// longer than the busy timeout.
+pub(crate) fn sql_err(err: rusqlite::Error) -> PersistError {
+    use rusqlite::ErrorCode as C;
+    if let rusqlite::Error::SqliteFailure(e, _) = &err {
+        match e.code {
+            C::DatabaseBusy | C::DatabaseLocked => {
+                return PersistError::new(
+                    ErrorCode::Timeout,
+                    format!("sqlite: the database stayed locked by another connection: {err}"),
+                )
+            }
+            C::CannotOpen | C::PermissionDenied | C::ReadOnly => {
+                return PersistError::new(ErrorCode::Permission, format!("sqlite: {err}"))
+            }
+            C::DiskFull => return PersistError::internal(format!("sqlite: the disk is full: {err}")),
+            _ => {}
+        }
+    }
+    PersistError::internal(format!("sqlite: {err}"))
+}
+
+trait WriteJob: Send {
+    /// Runs inside the batch transaction; returns what to do once the commit's outcome is known.
+    fn run(self: Box<Self>, conn: &Connection) -> Box<dyn FnOnce(Result<()>) + Send>;
+    /// The batch never started.
+    fn fail(self: Box<Self>, err: PersistError);
+}
+
+struct Job<F, R> {
+    work: F,
+    reply: tokio::sync::oneshot::Sender<Result<R>>,
+}
+
+impl<F, R> WriteJob for Job<F, R>
+where
+    F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+    R: Send + 'static,
+{
+    fn run(self: Box<Self>, conn: &Connection) -> Box<dyn FnOnce(Result<()>) + Send> {
+        let Job { work, reply } = *self;
+        let outcome = in_savepoint(conn, work);
+        Box::new(move |commit| {
+            let _ = reply.send(commit.and(outcome));
+        })
+    }
+    fn fail(self: Box<Self>, err: PersistError) {
+        let _ = self.reply.send(Err(err));
+    }
+}
+
+/// Runs `work` in a savepoint: its writes are undone alone when it fails or panics.
+fn in_savepoint<R>(conn: &Connection, work: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
+    conn.execute_batch("SAVEPOINT op").map_err(sql_err)?;
+    let outcome = catch_unwind(AssertUnwindSafe(|| work(conn)))
+        .unwrap_or_else(|panic| Err(PersistError::internal(format!("sqlite: {}", panic_message(&panic)))));
+    let end = if outcome.is_ok() { "RELEASE op" } else { "ROLLBACK TO op; RELEASE op" };
+    conn.execute_batch(end).map_err(sql_err)?;
+    outcome
+}
+
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        format!("internal error (panic): {s}")
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        format!("internal error (panic): {s}")
+    } else {
+        "internal error (panic)".to_string()
+    }
+}
+
+fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Box<dyn WriteJob>>, committed: Arc<AtomicU64>, changed: tokio::sync::watch::Sender<u64>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let err = sql_err(err);
+            for job in batch {
+                job.fail(err.clone());
+            }
+            continue;
+        }
+        let finishers: Vec<_> = batch.into_iter().map(|job| job.run(&conn)).collect();
+        let commit = conn.execute_batch("COMMIT").map_err(sql_err);
+        if commit.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        } else {
+            let n = committed.fetch_add(1, Ordering::SeqCst) + 1;
+            changed.send_replace(n);
+        }
+        for finish in finishers {
+            finish(commit.clone());
+        }
+    }
+}
+
+fn configure(conn: &Connection) -> Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_err)?;
+    conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF;").map_err(sql_err)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS persist_stores (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS persist_kv (
+  store_id INTEGER NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, version TEXT NOT NULL,
+  expires_at INTEGER, PRIMARY KEY (store_id, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS persist_records (
+  store_id INTEGER NOT NULL, coll TEXT NOT NULL, id TEXT NOT NULL, data TEXT NOT NULL,
+  version INTEGER NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+  PRIMARY KEY (store_id, coll, id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS persist_blobs (
+  store_id INTEGER NOT NULL, key TEXT NOT NULL, body_id INTEGER NOT NULL, size INTEGER NOT NULL,
+  content_type TEXT NOT NULL, etag TEXT NOT NULL, metadata TEXT NOT NULL, updated_at TEXT NOT NULL,
+  PRIMARY KEY (store_id, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS persist_blob_bodies (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, committed INTEGER NOT NULL DEFAULT 0, started_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS persist_blob_chunks (
+  body_id INTEGER NOT NULL, idx INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (body_id, idx));
+CREATE TABLE IF NOT EXISTS persist_event_streams (
+  store_id INTEGER NOT NULL, stream TEXT NOT NULL, last_seq INTEGER NOT NULL,
+  PRIMARY KEY (store_id, stream)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS persist_events (
+  store_id INTEGER NOT NULL, stream TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL,
+  data TEXT NOT NULL, time TEXT NOT NULL, id TEXT NOT NULL,
+  PRIMARY KEY (store_id, stream, seq)) WITHOUT ROWID;
+"#;
+
+/// Where a store's database lives.
+#[derive(Debug, Clone)]
+pub enum SqlitePath {
+    File(PathBuf),
+    Memory,
+}
+
+/// What every operation needs: the writer's queue and the reader pool. Blob uploads and readers
+/// hold a clone so they outlive no borrow of the backend.
+pub(crate) struct Shared {
+    store_id: i64,
+    path: SqlitePath,
+    jobs: Mutex<Option<mpsc::Sender<Box<dyn WriteJob>>>>,
+    idle_readers: Mutex<Vec<Connection>>,
+    closed: AtomicBool,
+}
+
+pub struct SqliteBackend {
+    shared: Arc<Shared>,
+    writer_thread: Mutex<Option<JoinHandle<()>>>,
+    changed: tokio::sync::watch::Receiver<u64>,
+}
+
+impl SqliteBackend {
+    /// Opens (creating when needed) the database and this store's row in it. Blocking.
+    pub fn open(name: &str, path: SqlitePath) -> Result<Self> {
+        let conn = match &path {
+            SqlitePath::Memory => Connection::open_in_memory().map_err(sql_err)?,
+            SqlitePath::File(file) => {
+                if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent).map_err(|e| {
+                        PersistError::new(
+                            ErrorCode::Permission,
+                            format!("sqlite: cannot create folder {}: {e}", parent.display()),
+                        )
+                    })?;
+                }
+                open_file(file, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?
+            }
+        };
+        configure(&conn)?;
+        if matches!(path, SqlitePath::File(_)) {
+            // journal_mode returns a row; a read-only or locked file fails here with a clear code.
+            let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(sql_err)?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(PersistError::internal(format!("sqlite: could not switch to WAL mode (got {mode})")));
+            }
+        }
+        conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;")).map_err(|e| {
+            let _ = conn.execute_batch("ROLLBACK");
+            sql_err(e)
+        })?;
+        conn.execute("INSERT OR IGNORE INTO persist_stores (name) VALUES (?1)", [name]).map_err(sql_err)?;
+        let store_id: i64 = conn
+            .query_row("SELECT id FROM persist_stores WHERE name = ?1", [name], |r| r.get(0))
+            .map_err(sql_err)?;
+        blobs::collect_abandoned_bodies(&conn)?;
+        kv::purge_expired(&conn, store_id)?;
+
+        let (jobs_tx, jobs_rx) = mpsc::channel::<Box<dyn WriteJob>>();
+        let (changed_tx, changed_rx) = tokio::sync::watch::channel(0u64);
+        let committed = Arc::new(AtomicU64::new(0));
+        let thread = std::thread::Builder::new()
+            .name("persist-sqlite-writer".into())
+            .spawn(move || writer_loop(conn, jobs_rx, committed, changed_tx))
+            .map_err(|e| PersistError::internal(format!("sqlite: cannot start the writer thread: {e}")))?;
+        let shared = Shared {
+            store_id,
+            path,
+            jobs: Mutex::new(Some(jobs_tx)),
+            idle_readers: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
+        };
+        Ok(SqliteBackend {
+            shared: Arc::new(shared),
+            writer_thread: Mutex::new(Some(thread)),
+            changed: changed_rx,
+        })
+    }
+
+    async fn write<R: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        self.shared.write(work).await
+    }
+
+    async fn read<R: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        Shared::read(&self.shared, work).await
+    }
+}
+
+impl Shared {
+    /// Runs `work` in the writer's next group commit; resolves after that commit.
+    pub(crate) async fn write<R: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        {
+            let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+            let jobs = jobs.as_ref().ok_or_else(PersistError::closed)?;
+            jobs.send(Box::new(Job { work, reply })).map_err(|_| PersistError::closed())?;
+        }
+        rx.await.map_err(|_| PersistError::internal("sqlite: the writer thread stopped"))?
+    }
+
+    /// Runs `work` on a reader connection, off the JS thread.
+    pub(crate) async fn read<R: Send + 'static>(
+        this: &Arc<Shared>,
+        work: impl FnOnce(&Connection) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        if matches!(this.path, SqlitePath::Memory) {
+            // An in-memory database exists only on the writer's connection.
+            return this.write(work).await;
+        }
+        let shared = this.clone();
+        tokio::task::spawn_blocking(move || shared.read_blocking(work))
+            .await
+            .map_err(|e| PersistError::internal(format!("sqlite: reader task failed: {e}")))?
+    }
+
+    fn read_blocking<R>(&self, work: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
+        let SqlitePath::File(file) = &self.path else {
+            return Err(PersistError::internal("sqlite: no reader connections for an in-memory database"));
+        };
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(PersistError::closed());
+        }
+        let conn = self.idle_readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let conn = match conn {
+            Some(conn) => conn,
+            None => {
+                let conn = open_file(file, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+                configure(&conn)?;
+                conn
+            }
+        };
+        let outcome = catch_unwind(AssertUnwindSafe(|| work(&conn)))
+            .unwrap_or_else(|panic| Err(PersistError::internal(panic_message(&panic))));
+        let mut idle = self.idle_readers.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE_READERS && !self.closed.load(Ordering::SeqCst) {
+            idle.push(conn);
+        }
+        outcome
+    }
+
+    pub(crate) fn store_id(&self) -> i64 {
+        self.store_id
+    }
+}
+
+fn open_file(file: &Path, flags: OpenFlags) -> Result<Connection> {
+    Connection::open_with_flags(file, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(|e| {
+        let err = sql_err(e);
+        PersistError::new(err.code, format!("{} ({})", err.message, file.display()))
+    })
+}
+
+#[async_trait]
+impl Backend for SqliteBackend {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn kv_get_many(&self, keys: Vec<String>) -> Result<Vec<Option<KvEntry>>> {
+        let store = self.shared.store_id;
+        self.read(move |c| kv::get_many(c, store, &keys)).await
+    }
+    async fn kv_set(&self, set: KvSet) -> Result<KvEntry> {
+        let store = self.shared.store_id;
+        self.write(move |c| kv::set(c, store, set)).await
+    }
+    async fn kv_set_many(&self, sets: Vec<KvSet>) -> Result<()> {
+        let store = self.shared.store_id;
+        self.write(move |c| {
+            for set in sets {
+                kv::set(c, store, set)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+    async fn kv_delete(&self, key: String, if_version: Option<String>) -> Result<bool> {
+        let store = self.shared.store_id;
+        self.write(move |c| kv::delete(c, store, &key, if_version.as_deref())).await
+    }
+    async fn kv_list_page(&self, range: KvRange, after: Option<String>, limit: usize) -> Result<Vec<KvEntry>> {
+        let store = self.shared.store_id;
+        self.read(move |c| kv::list_page(c, store, &range, after.as_deref(), limit)).await
+    }
+
+    async fn rec_insert(&self, coll: String, id: String, data: String) -> Result<Doc> {
+        let store = self.shared.store_id;
+        self.write(move |c| records::put(c, store, &coll, &id, data, IfVersion::Absent)).await
+    }
+    async fn rec_put(&self, coll: String, id: String, data: String, if_version: IfVersion<u64>) -> Result<Doc> {
+        let store = self.shared.store_id;
+        self.write(move |c| records::put(c, store, &coll, &id, data, if_version)).await
+    }
+    async fn rec_get(&self, coll: String, id: String) -> Result<Option<Doc>> {
+        let store = self.shared.store_id;
+        self.read(move |c| records::get(c, store, &coll, &id)).await
+    }
+    async fn rec_update(&self, coll: String, id: String, patch: String, if_version: Option<u64>) -> Result<Doc> {
+        let store = self.shared.store_id;
+        self.write(move |c| records::update(c, store, &coll, &id, &patch, if_version)).await
+    }
+    async fn rec_delete(&self, coll: String, id: String, if_version: Option<u64>) -> Result<bool> {
+        let store = self.shared.store_id;
+        self.write(move |c| records::delete(c, store, &coll, &id, if_version)).await
+    }
+    async fn rec_find_page(
+        &self,
+        coll: String,
+        filter: Option<Filter>,
+        order: Vec<SortKey>,
+        after: Option<FindCursor>,
+        limit: usize,
+    ) -> Result<Vec<Doc>> {
+        let store = self.shared.store_id;
+        self.read(move |c| records::find_page(c, store, &coll, filter.as_ref(), &order, after.as_ref(), limit))
+            .await
+    }
+    async fn rec_count(&self, coll: String, filter: Option<Filter>) -> Result<u64> {
+        let store = self.shared.store_id;
+        self.read(move |c| records::count(c, store, &coll, filter.as_ref())).await
+    }
+    async fn rec_ensure_index(&self, _coll: String, path: FieldPath) -> Result<()> {
+        self.write(move |c| records::ensure_index(c, &path)).await
+    }
+
+    async fn blob_put(&self, key: String, meta: BlobMeta) -> Result<Box<dyn BlobUpload>> {
+        let body_id = self.write(blobs::start_body).await?;
+        Ok(Box::new(blobs::Upload::new(self.shared.clone(), key, meta, body_id)))
+    }
+    async fn blob_head(&self, key: String) -> Result<Option<BlobInfo>> {
+        let store = self.shared.store_id;
+        self.read(move |c| blobs::head(c, store, &key).map(|found| found.map(|(info, _)| info))).await
+    }
+    async fn blob_read(&self, key: String, range: ByteRange) -> Result<Option<Box<dyn BlobReader>>> {
+        let store = self.shared.store_id;
+        let found = self.read(move |c| blobs::head(c, store, &key)).await?;
+        Ok(found.map(|(info, body_id)| Box::new(blobs::Reader::new(self.shared.clone(), info, body_id, range)) as _))
+    }
+    async fn blob_delete(&self, key: String) -> Result<bool> {
+        let store = self.shared.store_id;
+        self.write(move |c| blobs::delete(c, store, &key)).await
+    }
+    async fn blob_list_page(&self, prefix: String, after: Option<String>, limit: usize) -> Result<Vec<BlobInfo>> {
+        let store = self.shared.store_id;
+        self.read(move |c| blobs::list_page(c, store, &prefix, after.as_deref(), limit)).await
+    }
+
+    async fn ev_append(&self, stream: String, events: Vec<NewEvent>, expected_seq: Option<u64>) -> Result<u64> {
+        let store = self.shared.store_id;
+        self.write(move |c| events::append(c, store, &stream, events, expected_seq)).await
+    }
+    async fn ev_read_page(&self, stream: String, from: u64, reverse: bool, limit: usize) -> Result<Vec<StoredEvent>> {
+        let store = self.shared.store_id;
+        self.read(move |c| events::read_page(c, store, &stream, from, reverse, limit)).await
+    }
+    async fn ev_streams_page(&self, prefix: String, after: Option<String>, limit: usize) -> Result<Vec<String>> {
+        let store = self.shared.store_id;
+        self.read(move |c| events::streams_page(c, store, &prefix, after.as_deref(), limit)).await
+    }
+    async fn ev_wait(&self, stream: String, after_seq: u64, timeout: Duration) -> Result<()> {
+        // Appends from this backend wake us at once; appends from other connections (another
+        // process, another store object on the same file) are seen by polling the stream's last
+        // seq, which is one primary-key lookup.
+        const POLL: Duration = Duration::from_millis(100);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut changed = self.changed.clone();
+        loop {
+            let store = self.shared.store_id;
+            let name = stream.clone();
+            let last = self.read(move |c| events::last_seq(c, store, &name)).await?;
+            if last > after_seq {
+                return Ok(());
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(());
+            }
+            let wake = (now + POLL).min(deadline);
+            tokio::select! {
+                res = changed.changed() => { if res.is_err() { return Err(PersistError::closed()); } }
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        self.shared.idle_readers.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        // Dropping the sender lets the writer finish what is queued, then exit.
+        drop(self.shared.jobs.lock().unwrap_or_else(|e| e.into_inner()).take());
+        let thread = self.writer_thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(thread) = thread {
+            tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .map_err(|e| PersistError::internal(format!("sqlite: closing failed: {e}")))?
+                .map_err(|_| PersistError::internal("sqlite: the writer thread panicked"))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,320 @@
+//! `Store`: the one entry point of the core. It validates every argument once, rejects calls
+//! on a closed store, and routes to the backend. Backends never see unchecked input.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::backend::{Backend, BlobReader, BlobUpload};
+use crate::clock::new_id;
+use crate::config::{self, AdapterConfig, StoreConfig};
+use crate::error::{PersistError, Result};
+use crate::model::*;
+use crate::query::{self, FieldPath};
+use crate::sqlite::SqliteBackend;
+use crate::validate;
+
+/// The most entries one page may ask for.
+pub const MAX_PAGE: usize = 10_000;
+
+pub struct Store {
+    name: String,
+    backend: Arc<dyn Backend>,
+    closed: AtomicBool,
+}
+
+fn unavailable(kind: &str) -> PersistError {
+    PersistError::invalid_config(format!(
+        "the \"{kind}\" adapter is not available in this build of @cuitty/persist {}; available: \"sqlite\"",
+        env!("CARGO_PKG_VERSION")
+    ))
+}
+
+fn parse_json(what: &str, json: &str) -> Result<Value> {
+    serde_json::from_str(json).map_err(|e| PersistError::invalid_value(format!("{what} is not valid JSON: {e}")))
+}
+
+impl Store {
+    /// Validates the config and opens the backend. `config` is the JSON the binding serialised.
+    pub async fn open(config_json: &str, cwd: &Path) -> Result<Store> {
+        let config = parse_json("config", config_json)
+            .map_err(|e| PersistError::invalid_config(e.message))
+            .and_then(|v| config::parse(&v, cwd))?;
+        Self::open_config(config).await
+    }
+
+    pub async fn open_config(config: StoreConfig) -> Result<Store> {
+        let StoreConfig { name, adapter } = config;
+        let backend: Arc<dyn Backend> = match adapter {
+            AdapterConfig::Sqlite { path } => {
+                let store_name = name.clone();
+                let backend = tokio::task::spawn_blocking(move || SqliteBackend::open(&store_name, path))
+                    .await
+                    .map_err(|e| PersistError::internal(format!("opening the store failed: {e}")))??;
+                Arc::new(backend)
+            }
+            other => return Err(unavailable(other.kind())),
+        };
+        Ok(Store { name, backend, closed: AtomicBool::new(false) })
+    }
+
+    /// A store over a backend built elsewhere (the binding's custom adapters, tests).
+    pub fn with_backend(name: String, backend: Arc<dyn Backend>) -> Store {
+        Store { name, backend, closed: AtomicBool::new(false) }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn adapter(&self) -> &'static str {
+        self.backend.kind()
+    }
+
+    fn open_backend(&self) -> Result<&Arc<dyn Backend>> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(PersistError::closed());
+        }
+        Ok(&self.backend)
+    }
+
+    /// Idempotent: the second and later calls resolve at once.
+    pub async fn close(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.backend.close().await
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    // ---- kv ----
+
+    pub async fn kv_get_many(&self, keys: Vec<String>) -> Result<Vec<Option<KvEntry>>> {
+        let backend = self.open_backend()?;
+        for key in &keys {
+            validate::name("kv key", key)?;
+        }
+        backend.kv_get_many(keys).await
+    }
+
+    pub async fn kv_set(&self, key: String, value: String, ttl: Option<f64>, if_version: IfVersion<String>) -> Result<KvEntry> {
+        let backend = self.open_backend()?;
+        let set = kv_set_checked(key, value, ttl, if_version)?;
+        backend.kv_set(set).await
+    }
+
+    pub async fn kv_set_many(&self, entries: Vec<(String, String, Option<f64>)>) -> Result<()> {
+        let backend = self.open_backend()?;
+        let sets = entries
+            .into_iter()
+            .map(|(key, value, ttl)| kv_set_checked(key, value, ttl, IfVersion::Any))
+            .collect::<Result<Vec<_>>>()?;
+        if sets.is_empty() {
+            return Ok(());
+        }
+        backend.kv_set_many(sets).await
+    }
+
+    pub async fn kv_delete(&self, key: String, if_version: Option<String>) -> Result<bool> {
+        let backend = self.open_backend()?;
+        validate::name("kv key", &key)?;
+        backend.kv_delete(key, if_version).await
+    }
+
+    pub async fn kv_list_page(&self, range: KvRange, after: Option<String>, limit: usize) -> Result<Vec<KvEntry>> {
+        let backend = self.open_backend()?;
+        validate::bound("kv list prefix", &range.prefix)?;
+        for bound in [&range.start, &range.end, &after].into_iter().flatten() {
+            validate::bound("kv list bound", bound)?;
+        }
+        backend.kv_list_page(range, after, limit.clamp(1, MAX_PAGE)).await
+    }
+
+    // ---- records ----
+
+    fn check_record(coll: &str, id: Option<&str>) -> Result<()> {
+        validate::name("collection name", coll)?;
+        if let Some(id) = id {
+            validate::name("record id", id)?;
+        }
+        Ok(())
+    }
+
+    pub async fn rec_insert(&self, coll: String, data: String, id: Option<String>) -> Result<Doc> {
+        let backend = self.open_backend()?;
+        Self::check_record(&coll, id.as_deref())?;
+        validate::document(&data)?;
+        backend.rec_insert(coll, id.unwrap_or_else(new_id), data).await
+    }
+
+    pub async fn rec_put(&self, coll: String, id: String, data: String, if_version: IfVersion<u64>) -> Result<Doc> {
+        let backend = self.open_backend()?;
+        Self::check_record(&coll, Some(&id))?;
+        validate::document(&data)?;
+        backend.rec_put(coll, id, data, if_version).await
+    }
+
+    pub async fn rec_get(&self, coll: String, id: String) -> Result<Option<Doc>> {
+        let backend = self.open_backend()?;
+        Self::check_record(&coll, Some(&id))?;
+        backend.rec_get(coll, id).await
+    }
+
+    pub async fn rec_update(&self, coll: String, id: String, patch: String, if_version: Option<u64>) -> Result<Doc> {
+        let backend = self.open_backend()?;
+        Self::check_record(&coll, Some(&id))?;
+        if patch.as_bytes().first() != Some(&b'{') {
+            return Err(PersistError::invalid_value("an update patch must be a JSON object"));
+        }
+        backend.rec_update(coll, id, patch, if_version).await
+    }
+
+    pub async fn rec_delete(&self, coll: String, id: String, if_version: Option<u64>) -> Result<bool> {
+        let backend = self.open_backend()?;
+        Self::check_record(&coll, Some(&id))?;
+        backend.rec_delete(coll, id, if_version).await
+    }
+
+    /// One page of `find`. The first page starts after the query's own `after`; later pages
+    /// resume after the previous page's last document (`resume`: id and data JSON), which needs
+    /// no lookup and so survives that document being deleted meanwhile.
+    pub async fn rec_find_page(
+        &self,
+        coll: String,
+        query_json: &str,
+        resume: Option<(String, String)>,
+        limit: usize,
+    ) -> Result<Vec<Doc>> {
+        let backend = self.open_backend()?;
+        Self::check_record(&coll, None)?;
+        let query = query::parse_query(&parse_json("query", query_json)?)?;
+        let after = match (resume, query.after) {
+            (Some((id, data)), _) => Some(FindCursor { id, data: parse_json("cursor", &data)? }),
+            (None, None) => None,
+            (None, Some(id)) => {
+                validate::name("after", &id)?;
+                if query.order.is_empty() {
+                    // Ordered by id alone: the cursor needs no document.
+                    Some(FindCursor { id, data: Value::Null })
+                } else {
+                    let doc = backend.rec_get(coll.clone(), id.clone()).await?.ok_or_else(|| {
+                        PersistError::not_found(format!("after: record {coll}/{id} does not exist (needed to resume a non-id order)"))
+                    })?;
+                    Some(FindCursor { id, data: parse_json("record", &doc.data)? })
+                }
+            }
+        };
+        backend.rec_find_page(coll, query.filter, query.order, after, limit.clamp(1, MAX_PAGE)).await
+    }
+
+    pub async fn rec_count(&self, coll: String, where_json: Option<&str>) -> Result<u64> {
+        let backend = self.open_backend()?;
+        Self::check_record(&coll, None)?;
+        let filter = match where_json {
+            Some(json) => Some(query::parse_where(&parse_json("where", json)?)?),
+            None => None,
+        };
+        backend.rec_count(coll, filter).await
+    }
+
+    pub async fn rec_ensure_index(&self, coll: String, field: String) -> Result<()> {
+        let backend = self.open_backend()?;
+        Self::check_record(&coll, None)?;
+        let path = FieldPath::parse(&field)?;
+        backend.rec_ensure_index(coll, path).await
+    }
+
+    // ---- blobs ----
+
+    pub async fn blob_put(&self, key: String, meta: BlobMeta) -> Result<Box<dyn BlobUpload>> {
+        let backend = self.open_backend()?;
+        validate::name("blob key", &key)?;
+        if let Some(ct) = &meta.content_type {
+            if ct.is_empty() || ct.len() > 1024 || ct.chars().any(|c| c.is_control()) {
+                return Err(PersistError::invalid_argument("contentType must be a non-empty string without control characters"));
+            }
+        }
+        for (k, v) in &meta.metadata {
+            if k.is_empty() || k.chars().any(|c| c.is_control()) || v.chars().any(|c| c.is_control()) {
+                return Err(PersistError::invalid_argument(format!(
+                    "blob metadata {k:?}: keys must be non-empty and keys and values free of control characters"
+                )));
+            }
+        }
+        backend.blob_put(key, meta).await
+    }
+
+    pub async fn blob_head(&self, key: String) -> Result<Option<BlobInfo>> {
+        let backend = self.open_backend()?;
+        validate::name("blob key", &key)?;
+        backend.blob_head(key).await
+    }
+
+    pub async fn blob_read(&self, key: String, range: ByteRange) -> Result<Option<Box<dyn BlobReader>>> {
+        let backend = self.open_backend()?;
+        validate::name("blob key", &key)?;
+        if range.end.is_some_and(|end| end < range.start) {
+            return Err(PersistError::invalid_argument("range.end must not be less than range.start"));
+        }
+        backend.blob_read(key, range).await
+    }
+
+    pub async fn blob_delete(&self, key: String) -> Result<bool> {
+        let backend = self.open_backend()?;
+        validate::name("blob key", &key)?;
+        backend.blob_delete(key).await
+    }
+
+    pub async fn blob_list_page(&self, prefix: String, after: Option<String>, limit: usize) -> Result<Vec<BlobInfo>> {
+        let backend = self.open_backend()?;
+        validate::bound("blob list prefix", &prefix)?;
+        backend.blob_list_page(prefix, after, limit.clamp(1, MAX_PAGE)).await
+    }
+
+    // ---- events ----
+
+    pub async fn ev_append(&self, stream: String, events: Vec<NewEvent>, expected_seq: Option<u64>) -> Result<u64> {
+        let backend = self.open_backend()?;
+        validate::name("stream name", &stream)?;
+        if events.is_empty() {
+            return Err(PersistError::invalid_argument("events.append needs at least one event"));
+        }
+        for event in &events {
+            validate::name("event type", &event.kind)?;
+        }
+        backend.ev_append(stream, events, expected_seq).await
+    }
+
+    pub async fn ev_read_page(&self, stream: String, from: u64, reverse: bool, limit: usize) -> Result<Vec<StoredEvent>> {
+        let backend = self.open_backend()?;
+        validate::name("stream name", &stream)?;
+        backend.ev_read_page(stream, from, reverse, limit.clamp(1, MAX_PAGE)).await
+    }
+
+    pub async fn ev_streams_page(&self, prefix: String, after: Option<String>, limit: usize) -> Result<Vec<String>> {
+        let backend = self.open_backend()?;
+        validate::bound("stream prefix", &prefix)?;
+        backend.ev_streams_page(prefix, after, limit.clamp(1, MAX_PAGE)).await
+    }
+
+    pub async fn ev_wait(&self, stream: String, after_seq: u64, timeout: Duration) -> Result<()> {
+        let backend = self.open_backend()?;
+        validate::name("stream name", &stream)?;
+        backend.ev_wait(stream, after_seq, timeout).await
+    }
+}
+
+fn kv_set_checked(key: String, value: String, ttl: Option<f64>, if_version: IfVersion<String>) -> Result<KvSet> {
+    validate::name("kv key", &key)?;
+    if value.is_empty() {
+        return Err(PersistError::invalid_value("a kv value must be JSON"));
+    }
+    let ttl_ms = ttl.map(validate::ttl).transpose()?;
+    Ok(KvSet { key, value, ttl_ms, if_version })
+}
