@@ -68,8 +68,9 @@ function str(what, value) {
   return value
 }
 
+/** An optional string: only `undefined` means absent (`null` is a wrong type, as in the types). */
 function optStr(what, value) {
-  return value === undefined || value === null ? null : str(what, value)
+  return value === undefined ? null : str(what, value)
 }
 
 function optNum(what, value) {
@@ -599,12 +600,15 @@ class Events {
         stopped = true
         this.#subscriptions.delete(stop)
       }
-      this.#subscriptions.add(stop)
+      // The first page is read before subscribe resolves, so a bad stream name or a closed
+      // store rejects here rather than in the background.
+      let first = JSON.parse(await n.evReadPage(stream, next, false, EVENT_PAGE))
       const run = async () => {
         while (!stopped) {
-          let page
+          let page = first
+          first = null
           try {
-            page = JSON.parse(await n.evReadPage(stream, next, false, EVENT_PAGE))
+            page = page ?? JSON.parse(await n.evReadPage(stream, next, false, EVENT_PAGE))
           } catch (err) {
             const e = fromNative(err)
             if (e.code !== 'CLOSED') report(e)
@@ -631,6 +635,7 @@ class Events {
           }
         }
       }
+      this.#subscriptions.add(stop)
       run()
       return new Subscription(async () => stop())
     })

@@ -21,15 +21,32 @@ pub trait Backend: Send + Sync + 'static {
     async fn kv_set_many(&self, sets: Vec<KvSet>) -> Result<()>;
     async fn kv_delete(&self, key: String, if_version: Option<String>) -> Result<bool>;
     /// Up to `limit` live entries in range order, strictly after `after` when given.
-    async fn kv_list_page(&self, range: KvRange, after: Option<String>, limit: usize) -> Result<Vec<KvEntry>>;
+    async fn kv_list_page(
+        &self,
+        range: KvRange,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<KvEntry>>;
 
     // records
     /// CONFLICT when the id is taken.
     async fn rec_insert(&self, coll: String, id: String, data: String) -> Result<Doc>;
-    async fn rec_put(&self, coll: String, id: String, data: String, if_version: IfVersion<u64>) -> Result<Doc>;
+    async fn rec_put(
+        &self,
+        coll: String,
+        id: String,
+        data: String,
+        if_version: IfVersion<u64>,
+    ) -> Result<Doc>;
     async fn rec_get(&self, coll: String, id: String) -> Result<Option<Doc>>;
     /// Shallow merge of `patch` (a JSON object) into the stored data; NOT_FOUND when absent.
-    async fn rec_update(&self, coll: String, id: String, patch: String, if_version: Option<u64>) -> Result<Doc>;
+    async fn rec_update(
+        &self,
+        coll: String,
+        id: String,
+        patch: String,
+        if_version: Option<u64>,
+    ) -> Result<Doc>;
     async fn rec_delete(&self, coll: String, id: String, if_version: Option<u64>) -> Result<bool>;
     /// Up to `limit` documents matching `filter`, ordered by `order` then id, strictly after
     /// `after` when given.
@@ -49,17 +66,39 @@ pub trait Backend: Send + Sync + 'static {
     async fn blob_put(&self, key: String, meta: BlobMeta) -> Result<Box<dyn BlobUpload>>;
     async fn blob_head(&self, key: String) -> Result<Option<BlobInfo>>;
     /// A reader over `range` of the blob as it is now, or None when absent.
-    async fn blob_read(&self, key: String, range: ByteRange) -> Result<Option<Box<dyn BlobReader>>>;
+    async fn blob_read(&self, key: String, range: ByteRange)
+        -> Result<Option<Box<dyn BlobReader>>>;
     async fn blob_delete(&self, key: String) -> Result<bool>;
-    async fn blob_list_page(&self, prefix: String, after: Option<String>, limit: usize) -> Result<Vec<BlobInfo>>;
+    async fn blob_list_page(
+        &self,
+        prefix: String,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<BlobInfo>>;
 
     // events
     /// Appends atomically; returns the last seq. CONFLICT when `expected_seq` differs from the
     /// stream's current last seq.
-    async fn ev_append(&self, stream: String, events: Vec<NewEvent>, expected_seq: Option<u64>) -> Result<u64>;
+    async fn ev_append(
+        &self,
+        stream: String,
+        events: Vec<NewEvent>,
+        expected_seq: Option<u64>,
+    ) -> Result<u64>;
     /// Up to `limit` events from seq `from` (inclusive) onwards, or downwards when `reverse`.
-    async fn ev_read_page(&self, stream: String, from: u64, reverse: bool, limit: usize) -> Result<Vec<StoredEvent>>;
-    async fn ev_streams_page(&self, prefix: String, after: Option<String>, limit: usize) -> Result<Vec<String>>;
+    async fn ev_read_page(
+        &self,
+        stream: String,
+        from: u64,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>>;
+    async fn ev_streams_page(
+        &self,
+        prefix: String,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<String>>;
     /// Returns once the stream may hold events after `after_seq` (another process included), or
     /// after `timeout`. Callers read again either way.
     async fn ev_wait(&self, stream: String, after_seq: u64, timeout: Duration) -> Result<()>;

@@ -17,7 +17,9 @@ pub struct StoreConfig {
 
 #[derive(Debug, Clone)]
 pub enum AdapterConfig {
-    Sqlite { path: SqlitePath },
+    Sqlite {
+        path: SqlitePath,
+    },
     Postgres(PostgresConfig),
     S3(S3Config),
     P2p(P2pConfig),
@@ -84,7 +86,10 @@ impl std::fmt::Debug for S3Config {
             .field("bucket", &self.bucket)
             .field("region", &self.region)
             .field("access_key_id", &self.access_key_id)
-            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
+            )
             .field("endpoint", &self.endpoint)
             .field("prefix", &self.prefix)
             .finish_non_exhaustive()
@@ -113,14 +118,29 @@ struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
-    fn new(scope: &'a str, parent: &str, obj: &'a Map<String, Value>, allowed: &[&str]) -> Result<Self> {
+    fn new(
+        scope: &'a str,
+        parent: &str,
+        obj: &'a Map<String, Value>,
+        allowed: &[&str],
+    ) -> Result<Self> {
         for key in obj.keys() {
             if !allowed.contains(&key.as_str()) {
-                let known = allowed.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
-                return Err(bad(format!("{scope}: unknown field \"{parent}{key}\" (known fields: {known})")));
+                let known = allowed
+                    .iter()
+                    .map(|a| format!("\"{a}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Err(bad(format!(
+                    "{scope}: unknown field \"{parent}{key}\" (known fields: {known})"
+                )));
             }
         }
-        Ok(Fields { scope, obj, parent: parent.to_string() })
+        Ok(Fields {
+            scope,
+            obj,
+            parent: parent.to_string(),
+        })
     }
 
     fn path(&self, key: &str) -> String {
@@ -135,19 +155,33 @@ impl<'a> Fields<'a> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
-            Some(_) => Err(bad(format!("{}: \"{}\" must be a non-empty string", self.scope, self.path(key)))),
+            Some(_) => Err(bad(format!(
+                "{}: \"{}\" must be a non-empty string",
+                self.scope,
+                self.path(key)
+            ))),
         }
     }
 
     fn required_string(&self, key: &str) -> Result<String> {
-        self.string(key)?.ok_or_else(|| bad(format!("{}: \"{}\" is required", self.scope, self.path(key))))
+        self.string(key)?.ok_or_else(|| {
+            bad(format!(
+                "{}: \"{}\" is required",
+                self.scope,
+                self.path(key)
+            ))
+        })
     }
 
     fn secret(&self, key: &str) -> Result<Option<String>> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(bad(format!("{}: \"{}\" must be a string", self.scope, self.path(key)))),
+            Some(_) => Err(bad(format!(
+                "{}: \"{}\" must be a string",
+                self.scope,
+                self.path(key)
+            ))),
         }
     }
 
@@ -155,14 +189,20 @@ impl<'a> Fields<'a> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(_) => Err(bad(format!("{}: \"{}\" must be true or false", self.scope, self.path(key)))),
+            Some(_) => Err(bad(format!(
+                "{}: \"{}\" must be true or false",
+                self.scope,
+                self.path(key)
+            ))),
         }
     }
 
     fn integer(&self, key: &str, min: u64, max: u64) -> Result<Option<u64>> {
         match self.get(key) {
             None => Ok(None),
-            Some(Value::Number(n)) if n.as_u64().is_some_and(|v| (min..=max).contains(&v)) => Ok(n.as_u64()),
+            Some(Value::Number(n)) if n.as_u64().is_some_and(|v| (min..=max).contains(&v)) => {
+                Ok(n.as_u64())
+            }
             Some(_) => Err(bad(format!(
                 "{}: \"{}\" must be an integer from {min} to {max}",
                 self.scope,
@@ -175,15 +215,26 @@ impl<'a> Fields<'a> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::Object(o)) => Ok(Some(o)),
-            Some(_) => Err(bad(format!("{}: \"{}\" must be an object", self.scope, self.path(key)))),
+            Some(_) => Err(bad(format!(
+                "{}: \"{}\" must be an object",
+                self.scope,
+                self.path(key)
+            ))),
         }
     }
 
     fn strings(&self, key: &str) -> Result<Vec<String>> {
         match self.get(key) {
             None => Ok(Vec::new()),
-            Some(Value::Array(items)) if items.iter().all(|i| i.as_str().is_some_and(|s| !s.is_empty())) => {
-                Ok(items.iter().filter_map(|i| i.as_str().map(str::to_string)).collect())
+            Some(Value::Array(items))
+                if items
+                    .iter()
+                    .all(|i| i.as_str().is_some_and(|s| !s.is_empty())) =>
+            {
+                Ok(items
+                    .iter()
+                    .filter_map(|i| i.as_str().map(str::to_string))
+                    .collect())
             }
             Some(_) => Err(bad(format!(
                 "{}: \"{}\" must be an array of non-empty strings",
@@ -205,9 +256,14 @@ pub fn parse(config: &Value, cwd: &Path) -> Result<StoreConfig> {
     let name = match obj.get("name") {
         None | Some(Value::Null) => return Err(bad("createStore: \"name\" is required".into())),
         Some(Value::String(s)) => s.clone(),
-        Some(_) => return Err(bad("createStore: \"name\" must be a non-empty string".into())),
+        Some(_) => {
+            return Err(bad(
+                "createStore: \"name\" must be a non-empty string".into()
+            ))
+        }
     };
-    validate::name("store name", &name).map_err(|e| bad(format!("createStore: \"name\": {}", e.message)))?;
+    validate::name("store name", &name)
+        .map_err(|e| bad(format!("createStore: \"name\": {}", e.message)))?;
 
     let adapter = match obj.get("adapter") {
         None | Some(Value::Null) => "sqlite",
@@ -231,15 +287,27 @@ pub fn parse(config: &Value, cwd: &Path) -> Result<StoreConfig> {
     Ok(StoreConfig { name, adapter })
 }
 
-fn parse_custom(name: String, obj: &Map<String, Value>, methods: Option<&Value>) -> Result<StoreConfig> {
+fn parse_custom(
+    name: String,
+    obj: &Map<String, Value>,
+    methods: Option<&Value>,
+) -> Result<StoreConfig> {
     Fields::new("custom adapter", "", obj, &["name", "adapter"])?;
     for method in ["get", "put", "delete", "list"] {
-        let present = methods.and_then(|m| m.get(method)).and_then(Value::as_bool).unwrap_or(false);
+        let present = methods
+            .and_then(|m| m.get(method))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         if !present {
-            return Err(bad(format!("custom adapter: \"adapter.{method}\" must be a function")));
+            return Err(bad(format!(
+                "custom adapter: \"adapter.{method}\" must be a function"
+            )));
         }
     }
-    Ok(StoreConfig { name, adapter: AdapterConfig::Custom })
+    Ok(StoreConfig {
+        name,
+        adapter: AdapterConfig::Custom,
+    })
 }
 
 fn parse_sqlite(name: &str, obj: &Map<String, Value>, cwd: &Path) -> Result<AdapterConfig> {
@@ -247,7 +315,10 @@ fn parse_sqlite(name: &str, obj: &Map<String, Value>, cwd: &Path) -> Result<Adap
     let path = match f.string("path")? {
         Some(p) if p == ":memory:" => SqlitePath::Memory,
         Some(p) => SqlitePath::File(cwd.join(p)),
-        None => SqlitePath::File(cwd.join(".persist").join(format!("{}.db", file_name_for(name)))),
+        None => SqlitePath::File(
+            cwd.join(".persist")
+                .join(format!("{}.db", file_name_for(name))),
+        ),
     };
     Ok(AdapterConfig::Sqlite { path })
 }
@@ -269,8 +340,17 @@ pub fn file_name_for(name: &str) -> String {
 
 fn parse_postgres(obj: &Map<String, Value>) -> Result<PostgresConfig> {
     const SCOPE: &str = "postgres adapter";
-    let f = Fields::new(SCOPE, "", obj, &["name", "adapter", "connection", "pool", "schema"])?;
-    let mut cfg = PostgresConfig { pool_max: 10, schema: "public".into(), ..Default::default() };
+    let f = Fields::new(
+        SCOPE,
+        "",
+        obj,
+        &["name", "adapter", "connection", "pool", "schema"],
+    )?;
+    let mut cfg = PostgresConfig {
+        pool_max: 10,
+        schema: "public".into(),
+        ..Default::default()
+    };
     match f.get("connection") {
         None => return Err(bad(format!("{SCOPE}: \"connection\" is required"))),
         Some(Value::String(url)) if !url.is_empty() => cfg.url = Some(url.clone()),
@@ -299,8 +379,14 @@ fn parse_postgres(obj: &Map<String, Value>) -> Result<PostgresConfig> {
         }
     }
     if let Some(schema) = f.string("schema")? {
-        if schema.len() > 63 || !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(bad(format!("{SCOPE}: \"schema\" must be at most 63 letters, digits or underscores")));
+        if schema.len() > 63
+            || !schema
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(bad(format!(
+                "{SCOPE}: \"schema\" must be at most 63 letters, digits or underscores"
+            )));
         }
         cfg.schema = schema;
     }
@@ -313,25 +399,45 @@ fn parse_s3(name: &str, obj: &Map<String, Value>) -> Result<S3Config> {
         SCOPE,
         "",
         obj,
-        &["name", "adapter", "bucket", "region", "credentials", "endpoint", "forcePathStyle", "prefix"],
+        &[
+            "name",
+            "adapter",
+            "bucket",
+            "region",
+            "credentials",
+            "endpoint",
+            "forcePathStyle",
+            "prefix",
+        ],
     )?;
     let bucket = f.required_string("bucket")?;
     let region = f.string("region")?;
     let (mut access_key_id, mut secret_access_key, mut session_token) = (None, None, None);
     if let Some(creds) = f.object("credentials")? {
-        let c = Fields::new(SCOPE, "credentials.", creds, &["accessKeyId", "secretAccessKey", "sessionToken"])?;
+        let c = Fields::new(
+            SCOPE,
+            "credentials.",
+            creds,
+            &["accessKeyId", "secretAccessKey", "sessionToken"],
+        )?;
         access_key_id = Some(c.required_string("accessKeyId")?);
         secret_access_key = Some(
             c.secret("secretAccessKey")?
                 .filter(|s| !s.is_empty())
-                .ok_or_else(|| bad(format!("{SCOPE}: \"credentials.secretAccessKey\" is required")))?,
+                .ok_or_else(|| {
+                    bad(format!(
+                        "{SCOPE}: \"credentials.secretAccessKey\" is required"
+                    ))
+                })?,
         );
         session_token = c.secret("sessionToken")?;
     }
     let endpoint = f.string("endpoint")?;
     if let Some(e) = &endpoint {
         if !(e.starts_with("http://") || e.starts_with("https://")) {
-            return Err(bad(format!("{SCOPE}: \"endpoint\" must be an http:// or https:// URL")));
+            return Err(bad(format!(
+                "{SCOPE}: \"endpoint\" must be an http:// or https:// URL"
+            )));
         }
     }
     let prefix = match f.get("prefix") {
@@ -353,12 +459,26 @@ fn parse_s3(name: &str, obj: &Map<String, Value>) -> Result<S3Config> {
 
 fn parse_p2p(obj: &Map<String, Value>) -> Result<P2pConfig> {
     const SCOPE: &str = "p2p adapter";
-    let f = Fields::new(SCOPE, "", obj, &["name", "adapter", "discovery", "path", "listen"])?;
-    let discovery = f.object("discovery")?.ok_or_else(|| bad(format!("{SCOPE}: \"discovery\" is required")))?;
-    let d = Fields::new(SCOPE, "discovery.", discovery, &["method", "topic", "bootstrap"])?;
+    let f = Fields::new(
+        SCOPE,
+        "",
+        obj,
+        &["name", "adapter", "discovery", "path", "listen"],
+    )?;
+    let discovery = f
+        .object("discovery")?
+        .ok_or_else(|| bad(format!("{SCOPE}: \"discovery\" is required")))?;
+    let d = Fields::new(
+        SCOPE,
+        "discovery.",
+        discovery,
+        &["method", "topic", "bootstrap"],
+    )?;
     let method = d.required_string("method")?;
     if method != "mdns" && method != "dht" {
-        return Err(bad(format!("{SCOPE}: \"discovery.method\" must be \"mdns\" or \"dht\"")));
+        return Err(bad(format!(
+            "{SCOPE}: \"discovery.method\" must be \"mdns\" or \"dht\""
+        )));
     }
     Ok(P2pConfig {
         method,
@@ -371,7 +491,8 @@ fn parse_p2p(obj: &Map<String, Value>) -> Result<P2pConfig> {
 
 /// The default location of a sqlite store, for messages and docs.
 pub fn default_sqlite_path(cwd: &Path, name: &str) -> PathBuf {
-    cwd.join(".persist").join(format!("{}.db", file_name_for(name)))
+    cwd.join(".persist")
+        .join(format!("{}.db", file_name_for(name)))
 }
 
 #[cfg(test)]
@@ -389,11 +510,22 @@ mod tests {
     fn sqlite_defaults() {
         let c = parse(&json!({"name": "my-app"}), Path::new("/w")).unwrap();
         match c.adapter {
-            AdapterConfig::Sqlite { path: SqlitePath::File(p) } => assert_eq!(p, Path::new("/w/.persist/my-app.db")),
+            AdapterConfig::Sqlite {
+                path: SqlitePath::File(p),
+            } => assert_eq!(p, Path::new("/w/.persist/my-app.db")),
             other => panic!("{other:?}"),
         }
-        let c = parse(&json!({"name": "x", "adapter": "sqlite", "path": ":memory:"}), Path::new("/w")).unwrap();
-        assert!(matches!(c.adapter, AdapterConfig::Sqlite { path: SqlitePath::Memory }));
+        let c = parse(
+            &json!({"name": "x", "adapter": "sqlite", "path": ":memory:"}),
+            Path::new("/w"),
+        )
+        .unwrap();
+        assert!(matches!(
+            c.adapter,
+            AdapterConfig::Sqlite {
+                path: SqlitePath::Memory
+            }
+        ));
     }
 
     #[test]
@@ -401,20 +533,43 @@ mod tests {
         assert!(err(json!({})).contains("\"name\" is required"));
         assert!(err(json!({"name": ""})).contains("\"name\""));
         assert!(err(json!({"name": "a", "adapter": "mysql"})).contains("\"adapter\""));
-        assert!(err(json!({"name": "a", "adapter": "s3"})).contains("s3 adapter: \"bucket\" is required"));
-        assert!(err(json!({"name": "a", "adapter": "sqlite", "pth": "x"})).contains("unknown field \"pth\""));
-        assert!(err(json!({"name": "a", "adapter": "postgres"})).contains("\"connection\" is required"));
-        assert!(err(json!({"name": "a", "adapter": "postgres", "connection": {"port": 0}})).contains("connection.port"));
-        assert!(err(json!({"name": "a", "adapter": "postgres", "connection": "x", "pool": {"max": 0}})).contains("pool.max"));
-        assert!(err(json!({"name": "a", "adapter": "p2p", "discovery": {"method": "x", "topic": "t"}})).contains("discovery.method"));
-        assert!(err(json!({"name": "a", "adapter": {"$custom": {"get": true, "delete": true}}})).contains("adapter.put"));
+        assert!(err(json!({"name": "a", "adapter": "s3"}))
+            .contains("s3 adapter: \"bucket\" is required"));
+        assert!(err(json!({"name": "a", "adapter": "sqlite", "pth": "x"}))
+            .contains("unknown field \"pth\""));
+        assert!(
+            err(json!({"name": "a", "adapter": "postgres"})).contains("\"connection\" is required")
+        );
+        assert!(
+            err(json!({"name": "a", "adapter": "postgres", "connection": {"port": 0}}))
+                .contains("connection.port")
+        );
+        assert!(err(
+            json!({"name": "a", "adapter": "postgres", "connection": "x", "pool": {"max": 0}})
+        )
+        .contains("pool.max"));
+        assert!(err(
+            json!({"name": "a", "adapter": "p2p", "discovery": {"method": "x", "topic": "t"}})
+        )
+        .contains("discovery.method"));
+        assert!(
+            err(json!({"name": "a", "adapter": {"$custom": {"get": true, "delete": true}}}))
+                .contains("adapter.put")
+        );
     }
 
     #[test]
     fn secrets_are_not_echoed() {
-        let m = err(json!({"name": "a", "adapter": "postgres", "connection": {"password": "hunter2", "port": "x"}}));
+        let m = err(
+            json!({"name": "a", "adapter": "postgres", "connection": {"password": "hunter2", "port": "x"}}),
+        );
         assert!(!m.contains("hunter2"));
-        let cfg = parse_postgres(json!({"connection": {"password": "hunter2"}}).as_object().unwrap()).unwrap();
+        let cfg = parse_postgres(
+            json!({"connection": {"password": "hunter2"}})
+                .as_object()
+                .unwrap(),
+        )
+        .unwrap();
         assert!(!format!("{cfg:?}").contains("hunter2"));
     }
 

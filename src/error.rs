@@ -52,7 +52,11 @@ pub type Result<T, E = PersistError> = std::result::Result<T, E>;
 
 impl PersistError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        PersistError { code, message: message.into(), cause_ref: None }
+        PersistError {
+            code,
+            message: message.into(),
+            cause_ref: None,
+        }
     }
     pub fn invalid_config(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidConfig, message)

@@ -14,4 +14,4 @@ pub mod store;
 pub mod validate;
 
 #[cfg(feature = "node")]
-mod napi;
+pub mod napi;

@@ -4,10 +4,10 @@ use crate::error::{PersistError, Result};
 
 /// `update`'s shallow merge: the patch's top-level members replace the document's.
 pub fn merge_patch(data: &str, patch: &str) -> Result<String> {
-    let mut doc: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(data).map_err(|e| PersistError::internal(format!("stored record is not an object: {e}")))?;
-    let patch: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(patch).map_err(|_| PersistError::invalid_value("an update patch must be a JSON object"))?;
+    let mut doc: serde_json::Map<String, serde_json::Value> = serde_json::from_str(data)
+        .map_err(|e| PersistError::internal(format!("stored record is not an object: {e}")))?;
+    let patch: serde_json::Map<String, serde_json::Value> = serde_json::from_str(patch)
+        .map_err(|_| PersistError::invalid_value("an update patch must be a JSON object"))?;
     for (k, v) in patch {
         doc.insert(k, v);
     }

@@ -34,7 +34,8 @@ fn unavailable(kind: &str) -> PersistError {
 }
 
 fn parse_json(what: &str, json: &str) -> Result<Value> {
-    serde_json::from_str(json).map_err(|e| PersistError::invalid_value(format!("{what} is not valid JSON: {e}")))
+    serde_json::from_str(json)
+        .map_err(|e| PersistError::invalid_value(format!("{what} is not valid JSON: {e}")))
 }
 
 impl Store {
@@ -51,19 +52,30 @@ impl Store {
         let backend: Arc<dyn Backend> = match adapter {
             AdapterConfig::Sqlite { path } => {
                 let store_name = name.clone();
-                let backend = tokio::task::spawn_blocking(move || SqliteBackend::open(&store_name, path))
-                    .await
-                    .map_err(|e| PersistError::internal(format!("opening the store failed: {e}")))??;
+                let backend =
+                    tokio::task::spawn_blocking(move || SqliteBackend::open(&store_name, path))
+                        .await
+                        .map_err(|e| {
+                            PersistError::internal(format!("opening the store failed: {e}"))
+                        })??;
                 Arc::new(backend)
             }
             other => return Err(unavailable(other.kind())),
         };
-        Ok(Store { name, backend, closed: AtomicBool::new(false) })
+        Ok(Store {
+            name,
+            backend,
+            closed: AtomicBool::new(false),
+        })
     }
 
     /// A store over a backend built elsewhere (the binding's custom adapters, tests).
     pub fn with_backend(name: String, backend: Arc<dyn Backend>) -> Store {
-        Store { name, backend, closed: AtomicBool::new(false) }
+        Store {
+            name,
+            backend,
+            closed: AtomicBool::new(false),
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -103,7 +115,13 @@ impl Store {
         backend.kv_get_many(keys).await
     }
 
-    pub async fn kv_set(&self, key: String, value: String, ttl: Option<f64>, if_version: IfVersion<String>) -> Result<KvEntry> {
+    pub async fn kv_set(
+        &self,
+        key: String,
+        value: String,
+        ttl: Option<f64>,
+        if_version: IfVersion<String>,
+    ) -> Result<KvEntry> {
         let backend = self.open_backend()?;
         let set = kv_set_checked(key, value, ttl, if_version)?;
         backend.kv_set(set).await
@@ -127,13 +145,20 @@ impl Store {
         backend.kv_delete(key, if_version).await
     }
 
-    pub async fn kv_list_page(&self, range: KvRange, after: Option<String>, limit: usize) -> Result<Vec<KvEntry>> {
+    pub async fn kv_list_page(
+        &self,
+        range: KvRange,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<KvEntry>> {
         let backend = self.open_backend()?;
         validate::bound("kv list prefix", &range.prefix)?;
         for bound in [&range.start, &range.end, &after].into_iter().flatten() {
             validate::bound("kv list bound", bound)?;
         }
-        backend.kv_list_page(range, after, limit.clamp(1, MAX_PAGE)).await
+        backend
+            .kv_list_page(range, after, limit.clamp(1, MAX_PAGE))
+            .await
     }
 
     // ---- records ----
@@ -150,10 +175,18 @@ impl Store {
         let backend = self.open_backend()?;
         Self::check_record(&coll, id.as_deref())?;
         validate::document(&data)?;
-        backend.rec_insert(coll, id.unwrap_or_else(new_id), data).await
+        backend
+            .rec_insert(coll, id.unwrap_or_else(new_id), data)
+            .await
     }
 
-    pub async fn rec_put(&self, coll: String, id: String, data: String, if_version: IfVersion<u64>) -> Result<Doc> {
+    pub async fn rec_put(
+        &self,
+        coll: String,
+        id: String,
+        data: String,
+        if_version: IfVersion<u64>,
+    ) -> Result<Doc> {
         let backend = self.open_backend()?;
         Self::check_record(&coll, Some(&id))?;
         validate::document(&data)?;
@@ -166,16 +199,29 @@ impl Store {
         backend.rec_get(coll, id).await
     }
 
-    pub async fn rec_update(&self, coll: String, id: String, patch: String, if_version: Option<u64>) -> Result<Doc> {
+    pub async fn rec_update(
+        &self,
+        coll: String,
+        id: String,
+        patch: String,
+        if_version: Option<u64>,
+    ) -> Result<Doc> {
         let backend = self.open_backend()?;
         Self::check_record(&coll, Some(&id))?;
         if patch.as_bytes().first() != Some(&b'{') {
-            return Err(PersistError::invalid_value("an update patch must be a JSON object"));
+            return Err(PersistError::invalid_value(
+                "an update patch must be a JSON object",
+            ));
         }
         backend.rec_update(coll, id, patch, if_version).await
     }
 
-    pub async fn rec_delete(&self, coll: String, id: String, if_version: Option<u64>) -> Result<bool> {
+    pub async fn rec_delete(
+        &self,
+        coll: String,
+        id: String,
+        if_version: Option<u64>,
+    ) -> Result<bool> {
         let backend = self.open_backend()?;
         Self::check_record(&coll, Some(&id))?;
         backend.rec_delete(coll, id, if_version).await
@@ -195,22 +241,39 @@ impl Store {
         Self::check_record(&coll, None)?;
         let query = query::parse_query(&parse_json("query", query_json)?)?;
         let after = match (resume, query.after) {
-            (Some((id, data)), _) => Some(FindCursor { id, data: parse_json("cursor", &data)? }),
+            (Some((id, data)), _) => Some(FindCursor {
+                id,
+                data: parse_json("cursor", &data)?,
+            }),
             (None, None) => None,
             (None, Some(id)) => {
                 validate::name("after", &id)?;
                 if query.order.is_empty() {
                     // Ordered by id alone: the cursor needs no document.
-                    Some(FindCursor { id, data: Value::Null })
+                    Some(FindCursor {
+                        id,
+                        data: Value::Null,
+                    })
                 } else {
                     let doc = backend.rec_get(coll.clone(), id.clone()).await?.ok_or_else(|| {
                         PersistError::not_found(format!("after: record {coll}/{id} does not exist (needed to resume a non-id order)"))
                     })?;
-                    Some(FindCursor { id, data: parse_json("record", &doc.data)? })
+                    Some(FindCursor {
+                        id,
+                        data: parse_json("record", &doc.data)?,
+                    })
                 }
             }
         };
-        backend.rec_find_page(coll, query.filter, query.order, after, limit.clamp(1, MAX_PAGE)).await
+        backend
+            .rec_find_page(
+                coll,
+                query.filter,
+                query.order,
+                after,
+                limit.clamp(1, MAX_PAGE),
+            )
+            .await
     }
 
     pub async fn rec_count(&self, coll: String, where_json: Option<&str>) -> Result<u64> {
@@ -237,11 +300,16 @@ impl Store {
         validate::name("blob key", &key)?;
         if let Some(ct) = &meta.content_type {
             if ct.is_empty() || ct.len() > 1024 || ct.chars().any(|c| c.is_control()) {
-                return Err(PersistError::invalid_argument("contentType must be a non-empty string without control characters"));
+                return Err(PersistError::invalid_argument(
+                    "contentType must be a non-empty string without control characters",
+                ));
             }
         }
         for (k, v) in &meta.metadata {
-            if k.is_empty() || k.chars().any(|c| c.is_control()) || v.chars().any(|c| c.is_control()) {
+            if k.is_empty()
+                || k.chars().any(|c| c.is_control())
+                || v.chars().any(|c| c.is_control())
+            {
                 return Err(PersistError::invalid_argument(format!(
                     "blob metadata {k:?}: keys must be non-empty and keys and values free of control characters"
                 )));
@@ -256,11 +324,17 @@ impl Store {
         backend.blob_head(key).await
     }
 
-    pub async fn blob_read(&self, key: String, range: ByteRange) -> Result<Option<Box<dyn BlobReader>>> {
+    pub async fn blob_read(
+        &self,
+        key: String,
+        range: ByteRange,
+    ) -> Result<Option<Box<dyn BlobReader>>> {
         let backend = self.open_backend()?;
         validate::name("blob key", &key)?;
         if range.end.is_some_and(|end| end < range.start) {
-            return Err(PersistError::invalid_argument("range.end must not be less than range.start"));
+            return Err(PersistError::invalid_argument(
+                "range.end must not be less than range.start",
+            ));
         }
         backend.blob_read(key, range).await
     }
@@ -271,19 +345,33 @@ impl Store {
         backend.blob_delete(key).await
     }
 
-    pub async fn blob_list_page(&self, prefix: String, after: Option<String>, limit: usize) -> Result<Vec<BlobInfo>> {
+    pub async fn blob_list_page(
+        &self,
+        prefix: String,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<BlobInfo>> {
         let backend = self.open_backend()?;
         validate::bound("blob list prefix", &prefix)?;
-        backend.blob_list_page(prefix, after, limit.clamp(1, MAX_PAGE)).await
+        backend
+            .blob_list_page(prefix, after, limit.clamp(1, MAX_PAGE))
+            .await
     }
 
     // ---- events ----
 
-    pub async fn ev_append(&self, stream: String, events: Vec<NewEvent>, expected_seq: Option<u64>) -> Result<u64> {
+    pub async fn ev_append(
+        &self,
+        stream: String,
+        events: Vec<NewEvent>,
+        expected_seq: Option<u64>,
+    ) -> Result<u64> {
         let backend = self.open_backend()?;
         validate::name("stream name", &stream)?;
         if events.is_empty() {
-            return Err(PersistError::invalid_argument("events.append needs at least one event"));
+            return Err(PersistError::invalid_argument(
+                "events.append needs at least one event",
+            ));
         }
         for event in &events {
             validate::name("event type", &event.kind)?;
@@ -291,16 +379,31 @@ impl Store {
         backend.ev_append(stream, events, expected_seq).await
     }
 
-    pub async fn ev_read_page(&self, stream: String, from: u64, reverse: bool, limit: usize) -> Result<Vec<StoredEvent>> {
+    pub async fn ev_read_page(
+        &self,
+        stream: String,
+        from: u64,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>> {
         let backend = self.open_backend()?;
         validate::name("stream name", &stream)?;
-        backend.ev_read_page(stream, from, reverse, limit.clamp(1, MAX_PAGE)).await
+        backend
+            .ev_read_page(stream, from, reverse, limit.clamp(1, MAX_PAGE))
+            .await
     }
 
-    pub async fn ev_streams_page(&self, prefix: String, after: Option<String>, limit: usize) -> Result<Vec<String>> {
+    pub async fn ev_streams_page(
+        &self,
+        prefix: String,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
         let backend = self.open_backend()?;
         validate::bound("stream prefix", &prefix)?;
-        backend.ev_streams_page(prefix, after, limit.clamp(1, MAX_PAGE)).await
+        backend
+            .ev_streams_page(prefix, after, limit.clamp(1, MAX_PAGE))
+            .await
     }
 
     pub async fn ev_wait(&self, stream: String, after_seq: u64, timeout: Duration) -> Result<()> {
@@ -310,11 +413,21 @@ impl Store {
     }
 }
 
-fn kv_set_checked(key: String, value: String, ttl: Option<f64>, if_version: IfVersion<String>) -> Result<KvSet> {
+fn kv_set_checked(
+    key: String,
+    value: String,
+    ttl: Option<f64>,
+    if_version: IfVersion<String>,
+) -> Result<KvSet> {
     validate::name("kv key", &key)?;
     if value.is_empty() {
         return Err(PersistError::invalid_value("a kv value must be JSON"));
     }
     let ttl_ms = ttl.map(validate::ttl).transpose()?;
-    Ok(KvSet { key, value, ttl_ms, if_version })
+    Ok(KvSet {
+        key,
+        value,
+        ttl_ms,
+        if_version,
+    })
 }

@@ -10,7 +10,9 @@ pub const MAX_NAME_BYTES: usize = 1024;
 /// `what` names the argument in the message (`kv key`, `collection name`, ...).
 pub fn name(what: &str, value: &str) -> Result<()> {
     if value.is_empty() {
-        return Err(PersistError::invalid_argument(format!("{what} must be a non-empty string")));
+        return Err(PersistError::invalid_argument(format!(
+            "{what} must be a non-empty string"
+        )));
     }
     if value.len() > MAX_NAME_BYTES {
         return Err(PersistError::invalid_argument(format!(
@@ -19,7 +21,9 @@ pub fn name(what: &str, value: &str) -> Result<()> {
         )));
     }
     if value.contains('\0') {
-        return Err(PersistError::invalid_argument(format!("{what} must not contain NUL characters")));
+        return Err(PersistError::invalid_argument(format!(
+            "{what} must not contain NUL characters"
+        )));
     }
     Ok(())
 }
@@ -56,7 +60,9 @@ pub fn limit(value: f64) -> Result<u64> {
 /// it must be an object.
 pub fn document(json: &str) -> Result<()> {
     if json.as_bytes().first() != Some(&b'{') {
-        return Err(PersistError::invalid_value("a record must be a JSON object"));
+        return Err(PersistError::invalid_value(
+            "a record must be a JSON object",
+        ));
     }
     Ok(())
 }
@@ -70,8 +76,14 @@ mod tests {
     fn names_are_checked() {
         assert!(name("key", "a").is_ok());
         assert!(name("key", "ключ/🙂").is_ok());
-        assert_eq!(name("key", "").unwrap_err().code, ErrorCode::InvalidArgument);
-        assert_eq!(name("key", "a\0b").unwrap_err().code, ErrorCode::InvalidArgument);
+        assert_eq!(
+            name("key", "").unwrap_err().code,
+            ErrorCode::InvalidArgument
+        );
+        assert_eq!(
+            name("key", "a\0b").unwrap_err().code,
+            ErrorCode::InvalidArgument
+        );
         assert!(name("key", &"x".repeat(1024)).is_ok());
         let err = name("kv key", &"é".repeat(513)).unwrap_err();
         assert!(err.message.contains("1026 bytes"), "{}", err.message);

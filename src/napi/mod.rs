@@ -46,10 +46,13 @@ impl<T> IntoJs<T> for CoreResult<T> {
 
 /// A JS number that must be a non-negative integer (seqs, versions, offsets).
 fn whole(what: &str, value: f64) -> CoreResult<u64> {
-    if value.is_finite() && value >= 0.0 && value.fract() == 0.0 && value <= 9_007_199_254_740_991.0 {
+    if value.is_finite() && value >= 0.0 && value.fract() == 0.0 && value <= 9_007_199_254_740_991.0
+    {
         Ok(value as u64)
     } else {
-        Err(PersistError::invalid_argument(format!("{what} must be a non-negative integer, got {value}")))
+        Err(PersistError::invalid_argument(format!(
+            "{what} must be a non-negative integer, got {value}"
+        )))
     }
 }
 
@@ -57,7 +60,9 @@ fn record_version(value: Option<f64>) -> CoreResult<Option<u64>> {
     value
         .map(|v| match whole("ifVersion", v) {
             Ok(v) if v >= 1 => Ok(v),
-            _ => Err(PersistError::invalid_argument(format!("ifVersion must be a positive integer, got {v}"))),
+            _ => Err(PersistError::invalid_argument(format!(
+                "ifVersion must be a positive integer, got {v}"
+            ))),
         })
         .transpose()
 }
@@ -71,8 +76,12 @@ pub struct NativeStore {
 /// `{"$custom": {...}}`); `cwd` anchors relative paths.
 #[napi]
 pub async fn open_store(config: String, cwd: String) -> Result<NativeStore> {
-    let store = Store::open(&config, std::path::Path::new(&cwd)).await.js()?;
-    Ok(NativeStore { store: Arc::new(store) })
+    let store = Store::open(&config, std::path::Path::new(&cwd))
+        .await
+        .js()?;
+    Ok(NativeStore {
+        store: Arc::new(store),
+    })
 }
 
 #[derive(Deserialize)]
@@ -135,11 +144,23 @@ impl NativeStore {
     }
 
     #[napi]
-    pub async fn kv_set_many(&self, keys: Vec<String>, values: Vec<String>, ttls: Vec<Option<f64>>) -> Result<()> {
+    pub async fn kv_set_many(
+        &self,
+        keys: Vec<String>,
+        values: Vec<String>,
+        ttls: Vec<Option<f64>>,
+    ) -> Result<()> {
         if keys.len() != values.len() || keys.len() != ttls.len() {
-            return Err(to_js(PersistError::internal("kvSetMany: mismatched argument lengths")));
+            return Err(to_js(PersistError::internal(
+                "kvSetMany: mismatched argument lengths",
+            )));
         }
-        let entries = keys.into_iter().zip(values).zip(ttls).map(|((k, v), t)| (k, v, t)).collect();
+        let entries = keys
+            .into_iter()
+            .zip(values)
+            .zip(ttls)
+            .map(|((k, v), t)| (k, v, t))
+            .collect();
         self.store.kv_set_many(entries).await.js()
     }
 
@@ -159,15 +180,29 @@ impl NativeStore {
         after: Option<String>,
         limit: u32,
     ) -> Result<String> {
-        let range = KvRange { prefix, start, end, reverse };
-        let page = self.store.kv_list_page(range, after, limit as usize).await.js()?;
+        let range = KvRange {
+            prefix,
+            start,
+            end,
+            reverse,
+        };
+        let page = self
+            .store
+            .kv_list_page(range, after, limit as usize)
+            .await
+            .js()?;
         Ok(json::array(&page, json::kv_entry))
     }
 
     // ---- records ----
 
     #[napi]
-    pub async fn rec_insert(&self, coll: String, data: String, id: Option<String>) -> Result<String> {
+    pub async fn rec_insert(
+        &self,
+        coll: String,
+        data: String,
+        id: Option<String>,
+    ) -> Result<String> {
         let doc = self.store.rec_insert(coll, data, id).await.js()?;
         Ok(json::one(&doc, json::doc))
     }
@@ -197,14 +232,32 @@ impl NativeStore {
     }
 
     #[napi]
-    pub async fn rec_update(&self, coll: String, id: String, patch: String, if_version: Option<f64>) -> Result<String> {
-        let doc = self.store.rec_update(coll, id, patch, record_version(if_version).js()?).await.js()?;
+    pub async fn rec_update(
+        &self,
+        coll: String,
+        id: String,
+        patch: String,
+        if_version: Option<f64>,
+    ) -> Result<String> {
+        let doc = self
+            .store
+            .rec_update(coll, id, patch, record_version(if_version).js()?)
+            .await
+            .js()?;
         Ok(json::one(&doc, json::doc))
     }
 
     #[napi]
-    pub async fn rec_delete(&self, coll: String, id: String, if_version: Option<f64>) -> Result<bool> {
-        self.store.rec_delete(coll, id, record_version(if_version).js()?).await.js()
+    pub async fn rec_delete(
+        &self,
+        coll: String,
+        id: String,
+        if_version: Option<f64>,
+    ) -> Result<bool> {
+        self.store
+            .rec_delete(coll, id, record_version(if_version).js()?)
+            .await
+            .js()
     }
 
     #[napi]
@@ -217,7 +270,11 @@ impl NativeStore {
         limit: u32,
     ) -> Result<String> {
         let resume = resume_id.zip(resume_data);
-        let docs = self.store.rec_find_page(coll, &query, resume, limit as usize).await.js()?;
+        let docs = self
+            .store
+            .rec_find_page(coll, &query, resume, limit as usize)
+            .await
+            .js()?;
         Ok(json::array(&docs, json::doc))
     }
 
@@ -234,14 +291,34 @@ impl NativeStore {
     // ---- blobs ----
 
     #[napi]
-    pub async fn blob_put(&self, key: String, content_type: Option<String>, metadata: Option<String>) -> Result<NativeBlobUpload> {
+    pub async fn blob_put(
+        &self,
+        key: String,
+        content_type: Option<String>,
+        metadata: Option<String>,
+    ) -> Result<NativeBlobUpload> {
         let metadata: BTreeMap<String, String> = match metadata {
-            Some(m) => serde_json::from_str(&m)
-                .map_err(|_| to_js(PersistError::invalid_argument("blob metadata must be an object of string values")))?,
+            Some(m) => serde_json::from_str(&m).map_err(|_| {
+                to_js(PersistError::invalid_argument(
+                    "blob metadata must be an object of string values",
+                ))
+            })?,
             None => BTreeMap::new(),
         };
-        let upload = self.store.blob_put(key, BlobMeta { content_type, metadata }).await.js()?;
-        Ok(NativeBlobUpload { upload: Arc::new(Mutex::new(Some(upload))) })
+        let upload = self
+            .store
+            .blob_put(
+                key,
+                BlobMeta {
+                    content_type,
+                    metadata,
+                },
+            )
+            .await
+            .js()?;
+        Ok(NativeBlobUpload {
+            upload: Arc::new(Mutex::new(Some(upload))),
+        })
     }
 
     #[napi]
@@ -251,7 +328,12 @@ impl NativeStore {
     }
 
     #[napi]
-    pub async fn blob_open(&self, key: String, start: f64, end: Option<f64>) -> Result<Option<NativeBlobReader>> {
+    pub async fn blob_open(
+        &self,
+        key: String,
+        start: f64,
+        end: Option<f64>,
+    ) -> Result<Option<NativeBlobReader>> {
         let range = ByteRange {
             start: whole("range.start", start).js()?,
             end: end.map(|e| whole("range.end", e)).transpose().js()?,
@@ -259,7 +341,10 @@ impl NativeStore {
         let reader = self.store.blob_read(key, range).await.js()?;
         Ok(reader.map(|r| {
             let info = json::one(r.info(), json::blob_info);
-            NativeBlobReader { reader: Arc::new(Mutex::new(r)), info }
+            NativeBlobReader {
+                reader: Arc::new(Mutex::new(r)),
+                info,
+            }
         }))
     }
 
@@ -269,8 +354,17 @@ impl NativeStore {
     }
 
     #[napi]
-    pub async fn blob_list_page(&self, prefix: String, after: Option<String>, limit: u32) -> Result<String> {
-        let page = self.store.blob_list_page(prefix, after, limit as usize).await.js()?;
+    pub async fn blob_list_page(
+        &self,
+        prefix: String,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<String> {
+        let page = self
+            .store
+            .blob_list_page(prefix, after, limit as usize)
+            .await
+            .js()?;
         Ok(json::array(&page, json::blob_info))
     }
 
@@ -278,34 +372,72 @@ impl NativeStore {
 
     /// `events`: JSON array of `{type, data?}`. Returns the last seq.
     #[napi]
-    pub async fn ev_append(&self, stream: String, events: String, expected_seq: Option<f64>) -> Result<f64> {
-        let parsed: Vec<EventIn> = serde_json::from_str(&events)
-            .map_err(|e| to_js(PersistError::invalid_argument(format!("events must be {{ type, data? }} objects: {e}"))))?;
+    pub async fn ev_append(
+        &self,
+        stream: String,
+        events: String,
+        expected_seq: Option<f64>,
+    ) -> Result<f64> {
+        let parsed: Vec<EventIn> = serde_json::from_str(&events).map_err(|e| {
+            to_js(PersistError::invalid_argument(format!(
+                "events must be {{ type, data? }} objects: {e}"
+            )))
+        })?;
         let events = parsed
             .into_iter()
-            .map(|e| NewEvent { kind: e.kind, data: e.data.map_or_else(|| "null".to_string(), |d| d.get().to_string()) })
+            .map(|e| NewEvent {
+                kind: e.kind,
+                data: e
+                    .data
+                    .map_or_else(|| "null".to_string(), |d| d.get().to_string()),
+            })
             .collect();
-        let expected = expected_seq.map(|s| whole("expectedSeq", s)).transpose().js()?;
+        let expected = expected_seq
+            .map(|s| whole("expectedSeq", s))
+            .transpose()
+            .js()?;
         Ok(self.store.ev_append(stream, events, expected).await.js()? as f64)
     }
 
     #[napi]
-    pub async fn ev_read_page(&self, stream: String, from: f64, reverse: bool, limit: u32) -> Result<String> {
+    pub async fn ev_read_page(
+        &self,
+        stream: String,
+        from: f64,
+        reverse: bool,
+        limit: u32,
+    ) -> Result<String> {
         let from = whole("from", from).js()?;
-        let page = self.store.ev_read_page(stream, from, reverse, limit as usize).await.js()?;
+        let page = self
+            .store
+            .ev_read_page(stream, from, reverse, limit as usize)
+            .await
+            .js()?;
         Ok(json::array(&page, json::event))
     }
 
     #[napi]
-    pub async fn ev_streams_page(&self, prefix: String, after: Option<String>, limit: u32) -> Result<String> {
-        let page = self.store.ev_streams_page(prefix, after, limit as usize).await.js()?;
+    pub async fn ev_streams_page(
+        &self,
+        prefix: String,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<String> {
+        let page = self
+            .store
+            .ev_streams_page(prefix, after, limit as usize)
+            .await
+            .js()?;
         Ok(json::strings(&page))
     }
 
     #[napi]
     pub async fn ev_wait(&self, stream: String, after_seq: f64, timeout_ms: u32) -> Result<()> {
         let after = whole("seq", after_seq).js()?;
-        self.store.ev_wait(stream, after, Duration::from_millis(timeout_ms.into())).await.js()
+        self.store
+            .ev_wait(stream, after, Duration::from_millis(timeout_ms.into()))
+            .await
+            .js()
     }
 }
 
@@ -320,14 +452,22 @@ impl NativeBlobUpload {
     pub async fn write(&self, chunk: Buffer) -> Result<()> {
         let chunk: Vec<u8> = chunk.to_vec();
         let mut guard = self.upload.lock().await;
-        let upload = guard.as_mut().ok_or_else(|| to_js(PersistError::invalid_argument("the blob upload is finished")))?;
+        let upload = guard.as_mut().ok_or_else(|| {
+            to_js(PersistError::invalid_argument(
+                "the blob upload is finished",
+            ))
+        })?;
         upload.write(chunk).await.js()
     }
 
     #[napi]
     pub async fn commit(&self) -> Result<String> {
         let upload = self.upload.lock().await.take();
-        let upload = upload.ok_or_else(|| to_js(PersistError::invalid_argument("the blob upload is finished")))?;
+        let upload = upload.ok_or_else(|| {
+            to_js(PersistError::invalid_argument(
+                "the blob upload is finished",
+            ))
+        })?;
         let info = upload.commit().await.js()?;
         Ok(json::one(&info, json::blob_info))
     }

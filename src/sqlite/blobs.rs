@@ -22,14 +22,22 @@ pub const CHUNK: usize = 256 * 1024;
 const ABANDONED_AFTER_MS: i64 = 24 * 3600 * 1000;
 
 pub fn start_body(c: &Connection) -> Result<i64> {
-    c.execute("INSERT INTO persist_blob_bodies (committed, started_at) VALUES (0, ?1)", [now_ms()])
-        .map_err(sql_err)?;
+    c.execute(
+        "INSERT INTO persist_blob_bodies (committed, started_at) VALUES (0, ?1)",
+        [now_ms()],
+    )
+    .map_err(sql_err)?;
     Ok(c.last_insert_rowid())
 }
 
 fn drop_body(c: &Connection, body_id: i64) -> Result<()> {
-    c.execute("DELETE FROM persist_blob_chunks WHERE body_id = ?1", [body_id]).map_err(sql_err)?;
-    c.execute("DELETE FROM persist_blob_bodies WHERE id = ?1", [body_id]).map_err(sql_err)?;
+    c.execute(
+        "DELETE FROM persist_blob_chunks WHERE body_id = ?1",
+        [body_id],
+    )
+    .map_err(sql_err)?;
+    c.execute("DELETE FROM persist_blob_bodies WHERE id = ?1", [body_id])
+        .map_err(sql_err)?;
     Ok(())
 }
 
@@ -38,7 +46,9 @@ pub fn collect_abandoned_bodies(c: &Connection) -> Result<()> {
     let mut stmt = c
         .prepare("SELECT id FROM persist_blob_bodies WHERE committed = 0 AND started_at < ?1")
         .map_err(sql_err)?;
-    let ids = stmt.query_map([cutoff], |r| r.get::<_, i64>(0)).map_err(sql_err)?;
+    let ids = stmt
+        .query_map([cutoff], |r| r.get::<_, i64>(0))
+        .map_err(sql_err)?;
     let ids = ids.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err)?;
     for id in ids {
         drop_body(c, id)?;
@@ -66,23 +76,37 @@ fn info_from_row(r: &rusqlite::Row) -> rusqlite::Result<(BlobInfo, i64)> {
 
 pub fn head(c: &Connection, store: i64, key: &str) -> Result<Option<(BlobInfo, i64)>> {
     let mut stmt = c
-        .prepare_cached(&format!("SELECT {INFO_COLUMNS} FROM persist_blobs WHERE store_id = ? AND key = ?"))
+        .prepare_cached(&format!(
+            "SELECT {INFO_COLUMNS} FROM persist_blobs WHERE store_id = ? AND key = ?"
+        ))
         .map_err(sql_err)?;
-    stmt.query_row(params![store, key], info_from_row).optional().map_err(sql_err)
+    stmt.query_row(params![store, key], info_from_row)
+        .optional()
+        .map_err(sql_err)
 }
 
 pub fn delete(c: &Connection, store: i64, key: &str) -> Result<bool> {
     let Some((_, body_id)) = head(c, store, key)? else {
         return Ok(false);
     };
-    c.execute("DELETE FROM persist_blobs WHERE store_id = ?1 AND key = ?2", params![store, key])
-        .map_err(sql_err)?;
+    c.execute(
+        "DELETE FROM persist_blobs WHERE store_id = ?1 AND key = ?2",
+        params![store, key],
+    )
+    .map_err(sql_err)?;
     drop_body(c, body_id)?;
     Ok(true)
 }
 
-pub fn list_page(c: &Connection, store: i64, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<BlobInfo>> {
-    let mut sql = format!("SELECT {INFO_COLUMNS} FROM persist_blobs WHERE store_id = ? AND key >= ?");
+pub fn list_page(
+    c: &Connection,
+    store: i64,
+    prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<BlobInfo>> {
+    let mut sql =
+        format!("SELECT {INFO_COLUMNS} FROM persist_blobs WHERE store_id = ? AND key >= ?");
     let mut args: Vec<rusqlite::types::Value> = vec![store.into(), prefix.to_string().into()];
     if let Some(succ) = prefix_successor(prefix) {
         sql.push_str(" AND key < ?");
@@ -95,8 +119,12 @@ pub fn list_page(c: &Connection, store: i64, prefix: &str, after: Option<&str>, 
     sql.push_str(" ORDER BY key LIMIT ?");
     args.push((limit as i64).into());
     let mut stmt = c.prepare_cached(&sql).map_err(sql_err)?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(args), info_from_row).map_err(sql_err)?;
-    rows.map(|r| r.map(|(info, _)| info)).collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err)
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(args), info_from_row)
+        .map_err(sql_err)?;
+    rows.map(|r| r.map(|(info, _)| info))
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(sql_err)
 }
 
 pub struct Upload {
@@ -112,7 +140,16 @@ pub struct Upload {
 
 impl Upload {
     pub(super) fn new(shared: Arc<Shared>, key: String, meta: BlobMeta, body_id: i64) -> Self {
-        Upload { shared, key, meta, body_id, pending: Vec::new(), next_idx: 0, size: 0, finished: false }
+        Upload {
+            shared,
+            key,
+            meta,
+            body_id,
+            pending: Vec::new(),
+            next_idx: 0,
+            size: 0,
+            finished: false,
+        }
     }
 
     async fn flush_chunk(&mut self, chunk: Vec<u8>) -> Result<()> {
@@ -121,9 +158,12 @@ impl Upload {
         self.shared
             .write(move |c| {
                 let mut stmt = c
-                    .prepare_cached("INSERT INTO persist_blob_chunks (body_id, idx, data) VALUES (?, ?, ?)")
+                    .prepare_cached(
+                        "INSERT INTO persist_blob_chunks (body_id, idx, data) VALUES (?, ?, ?)",
+                    )
                     .map_err(sql_err)?;
-                stmt.execute(params![body_id, idx, chunk]).map_err(sql_err)?;
+                stmt.execute(params![body_id, idx, chunk])
+                    .map_err(sql_err)?;
                 Ok(())
             })
             .await
@@ -156,7 +196,11 @@ impl BlobUpload for Upload {
         let info = BlobInfo {
             key: self.key.clone(),
             size: self.size,
-            content_type: self.meta.content_type.clone().unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_string()),
+            content_type: self
+                .meta
+                .content_type
+                .clone()
+                .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_string()),
             etag: new_version(),
             metadata: std::mem::take(&mut self.meta.metadata),
             updated_at: iso8601(now_ms()),
@@ -219,7 +263,13 @@ impl Reader {
     pub(super) fn new(shared: Arc<Shared>, info: BlobInfo, body_id: i64, range: ByteRange) -> Self {
         let end = range.end.unwrap_or(info.size).min(info.size);
         let pos = range.start.min(end);
-        Reader { shared, info, body_id, pos, end }
+        Reader {
+            shared,
+            info,
+            body_id,
+            pos,
+            end,
+        }
     }
 }
 
@@ -249,7 +299,10 @@ impl BlobReader for Reader {
         })
         .await?;
         if bytes.len() != want {
-            return Err(PersistError::internal(format!("blob {:?}: chunk {idx} is shorter than expected", self.info.key)));
+            return Err(PersistError::internal(format!(
+                "blob {:?}: chunk {idx} is shorter than expected",
+                self.info.key
+            )));
         }
         self.pos += want as u64;
         Ok(Some(bytes))

@@ -12,13 +12,24 @@ use crate::validate::prefix_successor;
 
 pub fn last_seq(c: &Connection, store: i64, stream: &str) -> Result<u64> {
     let mut stmt = c
-        .prepare_cached("SELECT last_seq FROM persist_event_streams WHERE store_id = ? AND stream = ?")
+        .prepare_cached(
+            "SELECT last_seq FROM persist_event_streams WHERE store_id = ? AND stream = ?",
+        )
         .map_err(sql_err)?;
-    let seq: Option<i64> = stmt.query_row(params![store, stream], |r| r.get(0)).optional().map_err(sql_err)?;
+    let seq: Option<i64> = stmt
+        .query_row(params![store, stream], |r| r.get(0))
+        .optional()
+        .map_err(sql_err)?;
     Ok(seq.unwrap_or(0) as u64)
 }
 
-pub fn append(c: &Connection, store: i64, stream: &str, events: Vec<NewEvent>, expected: Option<u64>) -> Result<u64> {
+pub fn append(
+    c: &Connection,
+    store: i64,
+    stream: &str,
+    events: Vec<NewEvent>,
+    expected: Option<u64>,
+) -> Result<u64> {
     let last = last_seq(c, store, stream)?;
     if let Some(expected) = expected {
         if expected != last {
@@ -36,7 +47,17 @@ pub fn append(c: &Connection, store: i64, stream: &str, events: Vec<NewEvent>, e
     let mut seq = last;
     for event in events {
         seq += 1;
-        insert.execute(params![store, stream, seq as i64, event.kind, event.data, time, new_id()]).map_err(sql_err)?;
+        insert
+            .execute(params![
+                store,
+                stream,
+                seq as i64,
+                event.kind,
+                event.data,
+                time,
+                new_id()
+            ])
+            .map_err(sql_err)?;
     }
     c.prepare_cached(
         "INSERT INTO persist_event_streams (store_id, stream, last_seq) VALUES (?, ?, ?)
@@ -48,7 +69,14 @@ pub fn append(c: &Connection, store: i64, stream: &str, events: Vec<NewEvent>, e
     Ok(seq)
 }
 
-pub fn read_page(c: &Connection, store: i64, stream: &str, from: u64, reverse: bool, limit: usize) -> Result<Vec<StoredEvent>> {
+pub fn read_page(
+    c: &Connection,
+    store: i64,
+    stream: &str,
+    from: u64,
+    reverse: bool,
+    limit: usize,
+) -> Result<Vec<StoredEvent>> {
     let sql = if reverse {
         "SELECT seq, type, data, time, id FROM persist_events WHERE store_id = ? AND stream = ? AND seq <= ? ORDER BY seq DESC LIMIT ?"
     } else {
@@ -71,8 +99,15 @@ pub fn read_page(c: &Connection, store: i64, stream: &str, from: u64, reverse: b
     rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err)
 }
 
-pub fn streams_page(c: &Connection, store: i64, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
-    let mut sql = "SELECT stream FROM persist_event_streams WHERE store_id = ? AND stream >= ?".to_string();
+pub fn streams_page(
+    c: &Connection,
+    store: i64,
+    prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<String>> {
+    let mut sql =
+        "SELECT stream FROM persist_event_streams WHERE store_id = ? AND stream >= ?".to_string();
     let mut args: Vec<rusqlite::types::Value> = vec![store.into(), prefix.to_string().into()];
     if let Some(succ) = prefix_successor(prefix) {
         sql.push_str(" AND stream < ?");
@@ -85,6 +120,8 @@ pub fn streams_page(c: &Connection, store: i64, prefix: &str, after: Option<&str
     sql.push_str(" ORDER BY stream LIMIT ?");
     args.push((limit as i64).into());
     let mut stmt = c.prepare_cached(&sql).map_err(sql_err)?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| r.get(0)).map_err(sql_err)?;
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(args), |r| r.get(0))
+        .map_err(sql_err)?;
     rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err)
 }

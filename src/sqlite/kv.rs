@@ -12,8 +12,11 @@ use crate::validate::prefix_successor;
 const LIVE: &str = "(expires_at IS NULL OR expires_at > ?)";
 
 pub fn purge_expired(c: &Connection, store: i64) -> Result<()> {
-    c.execute("DELETE FROM persist_kv WHERE store_id = ?1 AND expires_at <= ?2", params![store, now_ms()])
-        .map_err(sql_err)?;
+    c.execute(
+        "DELETE FROM persist_kv WHERE store_id = ?1 AND expires_at <= ?2",
+        params![store, now_ms()],
+    )
+    .map_err(sql_err)?;
     Ok(())
 }
 
@@ -24,7 +27,12 @@ fn get_live(c: &Connection, store: i64, key: &str, now: i64) -> Result<Option<Kv
         ))
         .map_err(sql_err)?;
     stmt.query_row(params![store, key, now], |r| {
-        Ok(KvEntry { key: key.to_string(), value: r.get(0)?, version: r.get(1)?, expires_at: r.get(2)? })
+        Ok(KvEntry {
+            key: key.to_string(),
+            value: r.get(0)?,
+            version: r.get(1)?,
+            expires_at: r.get(2)?,
+        })
     })
     .optional()
     .map_err(sql_err)
@@ -32,7 +40,9 @@ fn get_live(c: &Connection, store: i64, key: &str, now: i64) -> Result<Option<Kv
 
 pub fn get_many(c: &Connection, store: i64, keys: &[String]) -> Result<Vec<Option<KvEntry>>> {
     let now = now_ms();
-    keys.iter().map(|key| get_live(c, store, key, now)).collect()
+    keys.iter()
+        .map(|key| get_live(c, store, key, now))
+        .collect()
 }
 
 fn check_version(current: Option<&KvEntry>, cond: &IfVersion<String>, key: &str) -> Result<()> {
@@ -47,7 +57,9 @@ fn check_version(current: Option<&KvEntry>, cond: &IfVersion<String>, key: &str)
         Ok(())
     } else {
         let found = current.map_or("absent".to_string(), |c| format!("version {}", c.version));
-        Err(PersistError::conflict(format!("kv key {key:?}: ifVersion does not match (the key is {found})")))
+        Err(PersistError::conflict(format!(
+            "kv key {key:?}: ifVersion does not match (the key is {found})"
+        )))
     }
 }
 
@@ -70,7 +82,14 @@ pub fn set(c: &Connection, store: i64, set: KvSet) -> Result<KvEntry> {
              expires_at = excluded.expires_at",
         )
         .map_err(sql_err)?;
-    stmt.execute(params![store, entry.key, entry.value, entry.version, entry.expires_at]).map_err(sql_err)?;
+    stmt.execute(params![
+        store,
+        entry.key,
+        entry.value,
+        entry.version,
+        entry.expires_at
+    ])
+    .map_err(sql_err)?;
     Ok(entry)
 }
 
@@ -81,12 +100,20 @@ pub fn delete(c: &Connection, store: i64, key: &str, if_version: Option<&str>) -
         check_version(current.as_ref(), &IfVersion::Is(v.to_string()), key)?;
     }
     // An expired row is deleted too, but reported as absent.
-    let mut stmt = c.prepare_cached("DELETE FROM persist_kv WHERE store_id = ? AND key = ?").map_err(sql_err)?;
+    let mut stmt = c
+        .prepare_cached("DELETE FROM persist_kv WHERE store_id = ? AND key = ?")
+        .map_err(sql_err)?;
     stmt.execute(params![store, key]).map_err(sql_err)?;
     Ok(current.is_some())
 }
 
-pub fn list_page(c: &Connection, store: i64, range: &KvRange, after: Option<&str>, limit: usize) -> Result<Vec<KvEntry>> {
+pub fn list_page(
+    c: &Connection,
+    store: i64,
+    range: &KvRange,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<KvEntry>> {
     // The bounds become one index range: [max(prefix, start), min(successor(prefix), end)),
     // narrowed by the cursor on the side the scan moves towards.
     let mut lower: Option<&str> = Some(range.prefix.as_str()).filter(|p| !p.is_empty());
@@ -98,7 +125,9 @@ pub fn list_page(c: &Connection, store: i64, range: &KvRange, after: Option<&str
     if let Some(end) = range.end.as_deref() {
         upper = Some(upper.map_or(end, |u| u.min(end)));
     }
-    let mut sql = format!("SELECT key, value, version, expires_at FROM persist_kv WHERE store_id = ? AND {LIVE}");
+    let mut sql = format!(
+        "SELECT key, value, version, expires_at FROM persist_kv WHERE store_id = ? AND {LIVE}"
+    );
     let mut args: Vec<rusqlite::types::Value> = vec![store.into(), now_ms().into()];
     if let Some(l) = lower {
         sql.push_str(" AND key >= ?");
@@ -109,15 +138,28 @@ pub fn list_page(c: &Connection, store: i64, range: &KvRange, after: Option<&str
         args.push(u.to_string().into());
     }
     if let Some(a) = after {
-        sql.push_str(if range.reverse { " AND key < ?" } else { " AND key > ?" });
+        sql.push_str(if range.reverse {
+            " AND key < ?"
+        } else {
+            " AND key > ?"
+        });
         args.push(a.to_string().into());
     }
-    sql.push_str(if range.reverse { " ORDER BY key DESC LIMIT ?" } else { " ORDER BY key ASC LIMIT ?" });
+    sql.push_str(if range.reverse {
+        " ORDER BY key DESC LIMIT ?"
+    } else {
+        " ORDER BY key ASC LIMIT ?"
+    });
     args.push((limit as i64).into());
     let mut stmt = c.prepare_cached(&sql).map_err(sql_err)?;
     let rows = stmt
         .query_map(rusqlite::params_from_iter(args), |r| {
-            Ok(KvEntry { key: r.get(0)?, value: r.get(1)?, version: r.get(2)?, expires_at: r.get(3)? })
+            Ok(KvEntry {
+                key: r.get(0)?,
+                value: r.get(1)?,
+                version: r.get(2)?,
+                expires_at: r.get(3)?,
+            })
         })
         .map_err(sql_err)?;
     rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err)

@@ -50,7 +50,9 @@ pub(crate) fn sql_err(err: rusqlite::Error) -> PersistError {
             C::CannotOpen | C::PermissionDenied | C::ReadOnly => {
                 return PersistError::new(ErrorCode::Permission, format!("sqlite: {err}"))
             }
-            C::DiskFull => return PersistError::internal(format!("sqlite: the disk is full: {err}")),
+            C::DiskFull => {
+                return PersistError::internal(format!("sqlite: the disk is full: {err}"))
+            }
             _ => {}
         }
     }
@@ -89,9 +91,17 @@ where
 /// Runs `work` in a savepoint: its writes are undone alone when it fails or panics.
 fn in_savepoint<R>(conn: &Connection, work: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
     conn.execute_batch("SAVEPOINT op").map_err(sql_err)?;
-    let outcome = catch_unwind(AssertUnwindSafe(|| work(conn)))
-        .unwrap_or_else(|panic| Err(PersistError::internal(format!("sqlite: {}", panic_message(&panic)))));
-    let end = if outcome.is_ok() { "RELEASE op" } else { "ROLLBACK TO op; RELEASE op" };
+    let outcome = catch_unwind(AssertUnwindSafe(|| work(conn))).unwrap_or_else(|panic| {
+        Err(PersistError::internal(format!(
+            "sqlite: {}",
+            panic_message(&panic)
+        )))
+    });
+    let end = if outcome.is_ok() {
+        "RELEASE op"
+    } else {
+        "ROLLBACK TO op; RELEASE op"
+    };
     conn.execute_batch(end).map_err(sql_err)?;
     outcome
 }
@@ -106,7 +116,12 @@ pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Box<dyn WriteJob>>, committed: Arc<AtomicU64>, changed: tokio::sync::watch::Sender<u64>) {
+fn writer_loop(
+    conn: Connection,
+    jobs: mpsc::Receiver<Box<dyn WriteJob>>,
+    committed: Arc<AtomicU64>,
+    changed: tokio::sync::watch::Sender<u64>,
+) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -138,7 +153,8 @@ fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Box<dyn WriteJob>>, commit
 
 fn configure(conn: &Connection) -> Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_err)?;
-    conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF;").map_err(sql_err)?;
+    conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF;")
+        .map_err(sql_err)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
 }
@@ -206,24 +222,40 @@ impl SqliteBackend {
                         )
                     })?;
                 }
-                open_file(file, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?
+                open_file(
+                    file,
+                    OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+                )?
             }
         };
         configure(&conn)?;
         if matches!(path, SqlitePath::File(_)) {
             // journal_mode returns a row; a read-only or locked file fails here with a clear code.
-            let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(sql_err)?;
+            let mode: String = conn
+                .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+                .map_err(sql_err)?;
             if !mode.eq_ignore_ascii_case("wal") {
-                return Err(PersistError::internal(format!("sqlite: could not switch to WAL mode (got {mode})")));
+                return Err(PersistError::internal(format!(
+                    "sqlite: could not switch to WAL mode (got {mode})"
+                )));
             }
         }
-        conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;")).map_err(|e| {
-            let _ = conn.execute_batch("ROLLBACK");
-            sql_err(e)
-        })?;
-        conn.execute("INSERT OR IGNORE INTO persist_stores (name) VALUES (?1)", [name]).map_err(sql_err)?;
+        conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
+            .map_err(|e| {
+                let _ = conn.execute_batch("ROLLBACK");
+                sql_err(e)
+            })?;
+        conn.execute(
+            "INSERT OR IGNORE INTO persist_stores (name) VALUES (?1)",
+            [name],
+        )
+        .map_err(sql_err)?;
         let store_id: i64 = conn
-            .query_row("SELECT id FROM persist_stores WHERE name = ?1", [name], |r| r.get(0))
+            .query_row(
+                "SELECT id FROM persist_stores WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
             .map_err(sql_err)?;
         blobs::collect_abandoned_bodies(&conn)?;
         kv::purge_expired(&conn, store_id)?;
@@ -234,7 +266,9 @@ impl SqliteBackend {
         let thread = std::thread::Builder::new()
             .name("persist-sqlite-writer".into())
             .spawn(move || writer_loop(conn, jobs_rx, committed, changed_tx))
-            .map_err(|e| PersistError::internal(format!("sqlite: cannot start the writer thread: {e}")))?;
+            .map_err(|e| {
+                PersistError::internal(format!("sqlite: cannot start the writer thread: {e}"))
+            })?;
         let shared = Shared {
             store_id,
             path,
@@ -274,9 +308,11 @@ impl Shared {
         {
             let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
             let jobs = jobs.as_ref().ok_or_else(PersistError::closed)?;
-            jobs.send(Box::new(Job { work, reply })).map_err(|_| PersistError::closed())?;
+            jobs.send(Box::new(Job { work, reply }))
+                .map_err(|_| PersistError::closed())?;
         }
-        rx.await.map_err(|_| PersistError::internal("sqlite: the writer thread stopped"))?
+        rx.await
+            .map_err(|_| PersistError::internal("sqlite: the writer thread stopped"))?
     }
 
     /// Runs `work` on a reader connection, off the JS thread.
@@ -296,12 +332,18 @@ impl Shared {
 
     fn read_blocking<R>(&self, work: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
         let SqlitePath::File(file) = &self.path else {
-            return Err(PersistError::internal("sqlite: no reader connections for an in-memory database"));
+            return Err(PersistError::internal(
+                "sqlite: no reader connections for an in-memory database",
+            ));
         };
         if self.closed.load(Ordering::SeqCst) {
             return Err(PersistError::closed());
         }
-        let conn = self.idle_readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let conn = self
+            .idle_readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop();
         let conn = match conn {
             Some(conn) => conn,
             None => {
@@ -357,32 +399,55 @@ impl Backend for SqliteBackend {
     }
     async fn kv_delete(&self, key: String, if_version: Option<String>) -> Result<bool> {
         let store = self.shared.store_id;
-        self.write(move |c| kv::delete(c, store, &key, if_version.as_deref())).await
+        self.write(move |c| kv::delete(c, store, &key, if_version.as_deref()))
+            .await
     }
-    async fn kv_list_page(&self, range: KvRange, after: Option<String>, limit: usize) -> Result<Vec<KvEntry>> {
+    async fn kv_list_page(
+        &self,
+        range: KvRange,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<KvEntry>> {
         let store = self.shared.store_id;
-        self.read(move |c| kv::list_page(c, store, &range, after.as_deref(), limit)).await
+        self.read(move |c| kv::list_page(c, store, &range, after.as_deref(), limit))
+            .await
     }
 
     async fn rec_insert(&self, coll: String, id: String, data: String) -> Result<Doc> {
         let store = self.shared.store_id;
-        self.write(move |c| records::put(c, store, &coll, &id, data, IfVersion::Absent)).await
+        self.write(move |c| records::put(c, store, &coll, &id, data, IfVersion::Absent))
+            .await
     }
-    async fn rec_put(&self, coll: String, id: String, data: String, if_version: IfVersion<u64>) -> Result<Doc> {
+    async fn rec_put(
+        &self,
+        coll: String,
+        id: String,
+        data: String,
+        if_version: IfVersion<u64>,
+    ) -> Result<Doc> {
         let store = self.shared.store_id;
-        self.write(move |c| records::put(c, store, &coll, &id, data, if_version)).await
+        self.write(move |c| records::put(c, store, &coll, &id, data, if_version))
+            .await
     }
     async fn rec_get(&self, coll: String, id: String) -> Result<Option<Doc>> {
         let store = self.shared.store_id;
         self.read(move |c| records::get(c, store, &coll, &id)).await
     }
-    async fn rec_update(&self, coll: String, id: String, patch: String, if_version: Option<u64>) -> Result<Doc> {
+    async fn rec_update(
+        &self,
+        coll: String,
+        id: String,
+        patch: String,
+        if_version: Option<u64>,
+    ) -> Result<Doc> {
         let store = self.shared.store_id;
-        self.write(move |c| records::update(c, store, &coll, &id, &patch, if_version)).await
+        self.write(move |c| records::update(c, store, &coll, &id, &patch, if_version))
+            .await
     }
     async fn rec_delete(&self, coll: String, id: String, if_version: Option<u64>) -> Result<bool> {
         let store = self.shared.store_id;
-        self.write(move |c| records::delete(c, store, &coll, &id, if_version)).await
+        self.write(move |c| records::delete(c, store, &coll, &id, if_version))
+            .await
     }
     async fn rec_find_page(
         &self,
@@ -393,12 +458,23 @@ impl Backend for SqliteBackend {
         limit: usize,
     ) -> Result<Vec<Doc>> {
         let store = self.shared.store_id;
-        self.read(move |c| records::find_page(c, store, &coll, filter.as_ref(), &order, after.as_ref(), limit))
-            .await
+        self.read(move |c| {
+            records::find_page(
+                c,
+                store,
+                &coll,
+                filter.as_ref(),
+                &order,
+                after.as_ref(),
+                limit,
+            )
+        })
+        .await
     }
     async fn rec_count(&self, coll: String, filter: Option<Filter>) -> Result<u64> {
         let store = self.shared.store_id;
-        self.read(move |c| records::count(c, store, &coll, filter.as_ref())).await
+        self.read(move |c| records::count(c, store, &coll, filter.as_ref()))
+            .await
     }
     async fn rec_ensure_index(&self, _coll: String, path: FieldPath) -> Result<()> {
         self.write(move |c| records::ensure_index(c, &path)).await
@@ -406,37 +482,79 @@ impl Backend for SqliteBackend {
 
     async fn blob_put(&self, key: String, meta: BlobMeta) -> Result<Box<dyn BlobUpload>> {
         let body_id = self.write(blobs::start_body).await?;
-        Ok(Box::new(blobs::Upload::new(self.shared.clone(), key, meta, body_id)))
+        Ok(Box::new(blobs::Upload::new(
+            self.shared.clone(),
+            key,
+            meta,
+            body_id,
+        )))
     }
     async fn blob_head(&self, key: String) -> Result<Option<BlobInfo>> {
         let store = self.shared.store_id;
-        self.read(move |c| blobs::head(c, store, &key).map(|found| found.map(|(info, _)| info))).await
+        self.read(move |c| blobs::head(c, store, &key).map(|found| found.map(|(info, _)| info)))
+            .await
     }
-    async fn blob_read(&self, key: String, range: ByteRange) -> Result<Option<Box<dyn BlobReader>>> {
+    async fn blob_read(
+        &self,
+        key: String,
+        range: ByteRange,
+    ) -> Result<Option<Box<dyn BlobReader>>> {
         let store = self.shared.store_id;
         let found = self.read(move |c| blobs::head(c, store, &key)).await?;
-        Ok(found.map(|(info, body_id)| Box::new(blobs::Reader::new(self.shared.clone(), info, body_id, range)) as _))
+        Ok(found.map(|(info, body_id)| {
+            Box::new(blobs::Reader::new(
+                self.shared.clone(),
+                info,
+                body_id,
+                range,
+            )) as _
+        }))
     }
     async fn blob_delete(&self, key: String) -> Result<bool> {
         let store = self.shared.store_id;
         self.write(move |c| blobs::delete(c, store, &key)).await
     }
-    async fn blob_list_page(&self, prefix: String, after: Option<String>, limit: usize) -> Result<Vec<BlobInfo>> {
+    async fn blob_list_page(
+        &self,
+        prefix: String,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<BlobInfo>> {
         let store = self.shared.store_id;
-        self.read(move |c| blobs::list_page(c, store, &prefix, after.as_deref(), limit)).await
+        self.read(move |c| blobs::list_page(c, store, &prefix, after.as_deref(), limit))
+            .await
     }
 
-    async fn ev_append(&self, stream: String, events: Vec<NewEvent>, expected_seq: Option<u64>) -> Result<u64> {
+    async fn ev_append(
+        &self,
+        stream: String,
+        events: Vec<NewEvent>,
+        expected_seq: Option<u64>,
+    ) -> Result<u64> {
         let store = self.shared.store_id;
-        self.write(move |c| events::append(c, store, &stream, events, expected_seq)).await
+        self.write(move |c| events::append(c, store, &stream, events, expected_seq))
+            .await
     }
-    async fn ev_read_page(&self, stream: String, from: u64, reverse: bool, limit: usize) -> Result<Vec<StoredEvent>> {
+    async fn ev_read_page(
+        &self,
+        stream: String,
+        from: u64,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>> {
         let store = self.shared.store_id;
-        self.read(move |c| events::read_page(c, store, &stream, from, reverse, limit)).await
+        self.read(move |c| events::read_page(c, store, &stream, from, reverse, limit))
+            .await
     }
-    async fn ev_streams_page(&self, prefix: String, after: Option<String>, limit: usize) -> Result<Vec<String>> {
+    async fn ev_streams_page(
+        &self,
+        prefix: String,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
         let store = self.shared.store_id;
-        self.read(move |c| events::streams_page(c, store, &prefix, after.as_deref(), limit)).await
+        self.read(move |c| events::streams_page(c, store, &prefix, after.as_deref(), limit))
+            .await
     }
     async fn ev_wait(&self, stream: String, after_seq: u64, timeout: Duration) -> Result<()> {
         // Appends from this backend wake us at once; appends from other connections (another
@@ -448,7 +566,9 @@ impl Backend for SqliteBackend {
         loop {
             let store = self.shared.store_id;
             let name = stream.clone();
-            let last = self.read(move |c| events::last_seq(c, store, &name)).await?;
+            let last = self
+                .read(move |c| events::last_seq(c, store, &name))
+                .await?;
             if last > after_seq {
                 return Ok(());
             }
@@ -466,10 +586,24 @@ impl Backend for SqliteBackend {
 
     async fn close(&self) -> Result<()> {
         self.shared.closed.store(true, Ordering::SeqCst);
-        self.shared.idle_readers.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.shared
+            .idle_readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         // Dropping the sender lets the writer finish what is queued, then exit.
-        drop(self.shared.jobs.lock().unwrap_or_else(|e| e.into_inner()).take());
-        let thread = self.writer_thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(
+            self.shared
+                .jobs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
+        let thread = self
+            .writer_thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let Some(thread) = thread {
             tokio::task::spawn_blocking(move || thread.join())
                 .await

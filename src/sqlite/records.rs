@@ -25,9 +25,13 @@ fn doc_from_row(r: &Row) -> rusqlite::Result<Doc> {
 
 pub fn get(c: &Connection, store: i64, coll: &str, id: &str) -> Result<Option<Doc>> {
     let mut stmt = c
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM persist_records WHERE store_id = ? AND coll = ? AND id = ?"))
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM persist_records WHERE store_id = ? AND coll = ? AND id = ?"
+        ))
         .map_err(sql_err)?;
-    stmt.query_row(params![store, coll, id], doc_from_row).optional().map_err(sql_err)
+    stmt.query_row(params![store, coll, id], doc_from_row)
+        .optional()
+        .map_err(sql_err)
 }
 
 fn check_version(current: Option<&Doc>, cond: &IfVersion<u64>, coll: &str, id: &str) -> Result<()> {
@@ -39,7 +43,9 @@ fn check_version(current: Option<&Doc>, cond: &IfVersion<u64>, coll: &str, id: &
     if ok {
         return Ok(());
     }
-    let found = current.map_or("absent".to_string(), |d| format!("at version {}", d.version));
+    let found = current.map_or("absent".to_string(), |d| {
+        format!("at version {}", d.version)
+    });
     let message = match cond {
         IfVersion::Absent => format!("record {coll}/{id} already exists"),
         _ => format!("record {coll}/{id}: ifVersion does not match (the record is {found})"),
@@ -56,25 +62,59 @@ fn write_doc(c: &Connection, store: i64, coll: &str, doc: &Doc) -> Result<()> {
              version = excluded.version, updated_at = excluded.updated_at",
         )
         .map_err(sql_err)?;
-    stmt.execute(params![store, coll, doc.id, doc.data, doc.version as i64, doc.created_at, doc.updated_at])
-        .map_err(sql_err)?;
+    stmt.execute(params![
+        store,
+        coll,
+        doc.id,
+        doc.data,
+        doc.version as i64,
+        doc.created_at,
+        doc.updated_at
+    ])
+    .map_err(sql_err)?;
     Ok(())
 }
 
 /// Insert (`IfVersion::Absent`) and upsert.
-pub fn put(c: &Connection, store: i64, coll: &str, id: &str, data: String, cond: IfVersion<u64>) -> Result<Doc> {
+pub fn put(
+    c: &Connection,
+    store: i64,
+    coll: &str,
+    id: &str,
+    data: String,
+    cond: IfVersion<u64>,
+) -> Result<Doc> {
     let current = get(c, store, coll, id)?;
     check_version(current.as_ref(), &cond, coll, id)?;
     let now = iso8601(now_ms());
     let doc = match current {
-        Some(old) => Doc { id: id.to_string(), version: old.version + 1, created_at: old.created_at, updated_at: now, data },
-        None => Doc { id: id.to_string(), version: 1, created_at: now.clone(), updated_at: now, data },
+        Some(old) => Doc {
+            id: id.to_string(),
+            version: old.version + 1,
+            created_at: old.created_at,
+            updated_at: now,
+            data,
+        },
+        None => Doc {
+            id: id.to_string(),
+            version: 1,
+            created_at: now.clone(),
+            updated_at: now,
+            data,
+        },
     };
     write_doc(c, store, coll, &doc)?;
     Ok(doc)
 }
 
-pub fn update(c: &Connection, store: i64, coll: &str, id: &str, patch: &str, if_version: Option<u64>) -> Result<Doc> {
+pub fn update(
+    c: &Connection,
+    store: i64,
+    coll: &str,
+    id: &str,
+    patch: &str,
+    if_version: Option<u64>,
+) -> Result<Doc> {
     let current = get(c, store, coll, id)?
         .ok_or_else(|| PersistError::not_found(format!("record {coll}/{id} does not exist")))?;
     if let Some(v) = if_version {
@@ -90,7 +130,13 @@ pub fn update(c: &Connection, store: i64, coll: &str, id: &str, patch: &str, if_
     Ok(doc)
 }
 
-pub fn delete(c: &Connection, store: i64, coll: &str, id: &str, if_version: Option<u64>) -> Result<bool> {
+pub fn delete(
+    c: &Connection,
+    store: i64,
+    coll: &str,
+    id: &str,
+    if_version: Option<u64>,
+) -> Result<bool> {
     let current = get(c, store, coll, id)?;
     if let Some(v) = if_version {
         check_version(current.as_ref(), &IfVersion::Is(v), coll, id)?;
@@ -117,7 +163,10 @@ pub fn find_page(
     }
     let mut sql = format!("SELECT {COLUMNS} FROM persist_records WHERE store_id = ? AND coll = ?");
     let mut args: Vec<rusqlite::types::Value> = vec![store.into(), coll.to_string().into()];
-    for part in [where_part.flatten(), after_part.flatten()].into_iter().flatten() {
+    for part in [where_part.flatten(), after_part.flatten()]
+        .into_iter()
+        .flatten()
+    {
         sql.push_str(" AND (");
         sql.push_str(&part.sql);
         sql.push(')');
@@ -128,7 +177,9 @@ pub fn find_page(
     sql.push_str(" LIMIT ?");
     args.push((limit as i64).into());
     let mut stmt = c.prepare_cached(&sql).map_err(sql_err)?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(args), doc_from_row).map_err(sql_err)?;
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(args), doc_from_row)
+        .map_err(sql_err)?;
     rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err)
 }
 
@@ -146,23 +197,38 @@ fn find_page_in_rust(
     let mut matching = scan_matching(c, store, coll, filter)?;
     if let Some(cursor) = after {
         matching.retain(|(doc, data)| {
-            compare_docs(order, &doc.id, data, &cursor.id, &cursor.data) == std::cmp::Ordering::Greater
+            compare_docs(order, &doc.id, data, &cursor.id, &cursor.data)
+                == std::cmp::Ordering::Greater
         });
     }
     matching.sort_by(|(a, ad), (b, bd)| compare_docs(order, &a.id, ad, &b.id, bd));
-    Ok(matching.into_iter().take(limit).map(|(doc, _)| doc).collect())
+    Ok(matching
+        .into_iter()
+        .take(limit)
+        .map(|(doc, _)| doc)
+        .collect())
 }
 
-fn scan_matching(c: &Connection, store: i64, coll: &str, filter: Option<&Filter>) -> Result<Vec<(Doc, serde_json::Value)>> {
+fn scan_matching(
+    c: &Connection,
+    store: i64,
+    coll: &str,
+    filter: Option<&Filter>,
+) -> Result<Vec<(Doc, serde_json::Value)>> {
     let mut stmt = c
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM persist_records WHERE store_id = ? AND coll = ?"))
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM persist_records WHERE store_id = ? AND coll = ?"
+        ))
         .map_err(sql_err)?;
-    let rows = stmt.query_map(params![store, coll], doc_from_row).map_err(sql_err)?;
+    let rows = stmt
+        .query_map(params![store, coll], doc_from_row)
+        .map_err(sql_err)?;
     let mut out = Vec::new();
     for row in rows {
         let doc = row.map_err(sql_err)?;
-        let data: serde_json::Value = serde_json::from_str(&doc.data)
-            .map_err(|e| PersistError::internal(format!("record {coll}/{} holds invalid JSON: {e}", doc.id)))?;
+        let data: serde_json::Value = serde_json::from_str(&doc.data).map_err(|e| {
+            PersistError::internal(format!("record {coll}/{} holds invalid JSON: {e}", doc.id))
+        })?;
         if filter.is_none_or(|f| f.matches(&data)) {
             out.push((doc, data));
         }
@@ -176,7 +242,8 @@ pub fn count(c: &Connection, store: i64, coll: &str, filter: Option<&Filter>) ->
         Some(Some(part)) => Some(part),
         None => None,
     };
-    let mut sql = "SELECT COUNT(*) FROM persist_records WHERE store_id = ? AND coll = ?".to_string();
+    let mut sql =
+        "SELECT COUNT(*) FROM persist_records WHERE store_id = ? AND coll = ?".to_string();
     let mut args: Vec<rusqlite::types::Value> = vec![store.into(), coll.to_string().into()];
     if let Some(part) = part {
         sql.push_str(" AND (");
@@ -185,7 +252,9 @@ pub fn count(c: &Connection, store: i64, coll: &str, filter: Option<&Filter>) ->
         args.extend(part.params);
     }
     let mut stmt = c.prepare_cached(&sql).map_err(sql_err)?;
-    let n: i64 = stmt.query_row(rusqlite::params_from_iter(args), |r| r.get(0)).map_err(sql_err)?;
+    let n: i64 = stmt
+        .query_row(rusqlite::params_from_iter(args), |r| r.get(0))
+        .map_err(sql_err)?;
     Ok(n as u64)
 }
 
@@ -205,5 +274,7 @@ pub fn ensure_index(c: &Connection, path: &FieldPath) -> Result<()> {
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Every test: the Rust core (cargo test), lint, the conformance suite and the adapter-specific
+# JS tests (which include the type test and the pack test). Does its own set-up on a fresh
+# machine. With CI=true nothing may be skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+
+bash scripts/setup.sh
+
+echo "== cargo fmt --check" >&2
+cargo fmt --check
+echo "== cargo clippy" >&2
+cargo clippy --all-targets -- -D warnings
+echo "== cargo test (the core, without Node)" >&2
+cargo test --no-default-features
+
+echo "== node --test" >&2
+node --test --test-concurrency=2 --test-timeout=600000 __test__/*.test.mjs
+
+echo "== all tests passed in $(( $(date +%s) - start )) s" >&2
