@@ -15,6 +15,7 @@ cargo clippy --all-targets -- -D warnings
 echo "== cargo test (the core, without Node)" >&2
 cargo test --no-default-features
 
+bash scripts/ensure-postgres.sh   # the Postgres tests need the local server, role and database
 echo "== node --test" >&2
 node --test --test-concurrency=2 --test-timeout=600000 __test__/*.test.mjs
 

@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod model;
+pub mod postgres;
 pub mod query;
 pub mod records;
 pub mod sqlite;

@@ -28,7 +28,7 @@ pub struct Store {
 
 fn unavailable(kind: &str) -> PersistError {
     PersistError::invalid_config(format!(
-        "the \"{kind}\" adapter is not available in this build of @cuitty/persist {}; available: \"sqlite\"",
+        "the \"{kind}\" adapter is not available in this build of @cuitty/persist {}; available: \"sqlite\", \"postgres\"",
         env!("CARGO_PKG_VERSION")
     ))
 }
@@ -59,6 +59,9 @@ impl Store {
                             PersistError::internal(format!("opening the store failed: {e}"))
                         })??;
                 Arc::new(backend)
+            }
+            AdapterConfig::Postgres(cfg) => {
+                Arc::new(crate::postgres::PostgresBackend::open(&name, cfg).await?)
             }
             other => return Err(unavailable(other.kind())),
         };

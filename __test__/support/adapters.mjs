@@ -14,6 +14,8 @@ import { createStore } from "@cuitty/persist";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { randomBytes } from "node:crypto";
+import { spawnSync } from "node:child_process";
 
 let sqliteDir;
 function sqliteTempDir() {
@@ -36,7 +38,59 @@ export const adapters = [
       return createStore({ name: storeName, adapter: "sqlite", path: file });
     },
   },
+  {
+    // The local server that scripts/ensure-postgres.sh prepares. Each test run gets its own
+    // schemas (dropped at exit), so runs never collide; stores without a location share the
+    // run's schema (separated by name), a location is a schema of its own.
+    name: "postgres",
+    caps: { kind: "postgres", persistent: true },
+    async available() {
+      try {
+        const s = await createStore(pgConfig("probe"));
+        await s.close();
+        return { ok: true };
+      } catch (e) {
+        return { ok: false, reason: `${e?.code}: ${e?.message} (run scripts/ensure-postgres.sh)` };
+      }
+    },
+    async open(storeName, { location } = {}) {
+      return createStore(pgConfig(storeName, location));
+    },
+  },
 ];
+
+export const PG_CONNECTION = {
+  host: "127.0.0.1", port: 5432, database: "persist", user: "persist",
+  password: process.env.PG_PASSWORD ?? "persist",
+};
+const pgRun = `t_${process.pid}_${randomBytes(3).toString("hex")}`;
+const pgSchemas = new Set();
+
+/** A schema of this test run (created by the store on first use, dropped when the process exits). */
+export function pgSchema(location) {
+  const schema = location === undefined ? pgRun : `${pgRun}_${location.replace(/[^A-Za-z0-9_]/g, "_")}`.slice(0, 63);
+  if (pgSchemas.size === 0) process.once("exit", dropPgSchemas);
+  pgSchemas.add(schema);
+  return schema;
+}
+
+export function pgConfig(name, location, extra = {}) {
+  return { name, adapter: "postgres", connection: { ...PG_CONNECTION }, schema: pgSchema(location), ...extra };
+}
+
+/** Runs SQL through psql as the test role; returns stdout (throws on failure). */
+export function pgPsql(sql) {
+  const r = spawnSync("psql", ["-X", "-At", "-h", PG_CONNECTION.host, "-p", String(PG_CONNECTION.port),
+    "-U", PG_CONNECTION.user, "-d", PG_CONNECTION.database, "-v", "ON_ERROR_STOP=1", "-c", sql],
+  { env: { ...process.env, PGPASSWORD: PG_CONNECTION.password }, encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`psql failed: ${r.stderr}`);
+  return r.stdout;
+}
+
+function dropPgSchemas() {
+  const list = [...pgSchemas].map((s) => `DROP SCHEMA IF EXISTS "${s}" CASCADE;`).join(" ");
+  try { pgPsql(list); } catch {}
+}
 
 export const isCI = /^(1|true|yes)$/i.test(process.env.CI ?? "");
 

@@ -1,0 +1,616 @@
+//! The Postgres backend: every namespace natively in SQL over a deadpool-postgres pool.
+//!
+//! Layout: tables `persist_*` in the configured schema (default `public`), created by versioned
+//! idempotent migrations under a transaction-scoped advisory lock, so several processes may
+//! start at once. Rows are keyed by a per-name `store_id` (`persist_stores`), so stores with
+//! different names share the tables without seeing each other's data.
+//!
+//! Records keep two copies of the data: `raw` (the JSON text exactly as given, returned to the
+//! user so key order is preserved) and `doc` (`jsonb`, which every query and expression index
+//! reads). Connections set `search_path` to the schema, so statements name tables unqualified.
+//!
+//! Faults: a failure to get a connection (server down, restarting, refusing) is retried with
+//! backoff for up to [`ACQUIRE_PATIENCE`], since nothing was sent; a read that loses its
+//! connection is retried too; a write that loses its connection mid-flight fails with
+//! CONNECTION (it may or may not have been applied, so it is not repeated). Broken connections
+//! are dropped by the pool's recycle check and replaced on demand.
+
+mod blobs;
+mod events;
+mod kv;
+pub mod query_sql;
+mod records;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{
+    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
+
+use crate::backend::{Backend, BlobReader, BlobUpload};
+use crate::config::PostgresConfig;
+use crate::error::{ErrorCode, PersistError, Result};
+use crate::model::*;
+use crate::query::{FieldPath, Filter, SortKey};
+
+/// How long one connection attempt may take before it fails with TIMEOUT.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an operation keeps trying to get a connection while the server is unreachable
+/// (a restart takes a few seconds) before it fails with CONNECTION.
+const ACQUIRE_PATIENCE: Duration = Duration::from_secs(15);
+/// How often a read that lost its connection is tried again.
+pub(crate) const READ_RETRIES: u32 = 3;
+/// The NOTIFY channel of event appends (payload: `<schema>/<store_id>/<stream>`).
+const CHANNEL: &str = "persist_events";
+
+/// The migrations, in order. Never edit one that has shipped: append a new version.
+const MIGRATIONS: &[&str] = &[
+    // 1: the initial schema.
+    r#"
+CREATE TABLE IF NOT EXISTS persist_stores (id SERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS persist_kv (
+  store_id INTEGER NOT NULL, key TEXT COLLATE "C" NOT NULL, value TEXT NOT NULL,
+  version TEXT NOT NULL, expires_at BIGINT, PRIMARY KEY (store_id, key));
+CREATE TABLE IF NOT EXISTS persist_records (
+  store_id INTEGER NOT NULL, coll TEXT COLLATE "C" NOT NULL, id TEXT COLLATE "C" NOT NULL,
+  doc JSONB NOT NULL, raw TEXT NOT NULL, version BIGINT NOT NULL,
+  created_at TEXT NOT NULL, updated_at TEXT NOT NULL, PRIMARY KEY (store_id, coll, id));
+CREATE TABLE IF NOT EXISTS persist_blobs (
+  store_id INTEGER NOT NULL, key TEXT COLLATE "C" NOT NULL, body_id BIGINT NOT NULL,
+  size BIGINT NOT NULL, content_type TEXT NOT NULL, etag TEXT NOT NULL, metadata TEXT NOT NULL,
+  updated_at TEXT NOT NULL, PRIMARY KEY (store_id, key));
+CREATE TABLE IF NOT EXISTS persist_blob_bodies (
+  id BIGSERIAL PRIMARY KEY, committed BOOLEAN NOT NULL DEFAULT FALSE, started_at BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS persist_blob_chunks (
+  body_id BIGINT NOT NULL, idx INTEGER NOT NULL, data BYTEA NOT NULL, PRIMARY KEY (body_id, idx));
+CREATE TABLE IF NOT EXISTS persist_event_streams (
+  store_id INTEGER NOT NULL, stream TEXT COLLATE "C" NOT NULL, last_seq BIGINT NOT NULL,
+  PRIMARY KEY (store_id, stream));
+CREATE TABLE IF NOT EXISTS persist_events (
+  store_id INTEGER NOT NULL, stream TEXT COLLATE "C" NOT NULL, seq BIGINT NOT NULL,
+  type TEXT NOT NULL, data TEXT NOT NULL, time TEXT NOT NULL, id TEXT NOT NULL,
+  PRIMARY KEY (store_id, stream, seq));
+"#,
+];
+
+/// First key of every advisory lock this backend takes ("pers").
+const LOCK_CLASS: i32 = 0x7065_7273;
+
+/// Maps a driver error to a PersistError. Never includes the password: the driver's messages
+/// name the user and host at most, and [`Redactor`] scrubs the password anyway.
+pub(crate) fn pg_err(err: tokio_postgres::Error) -> PersistError {
+    if let Some(db) = err.as_db_error() {
+        let code = db.code();
+        let class = &code.code()[..2];
+        let kind = if class == "08"
+            || class == "28"
+            || class == "57"
+            || *code == SqlState::TOO_MANY_CONNECTIONS
+        {
+            ErrorCode::Connection
+        } else if *code == SqlState::UNIQUE_VIOLATION {
+            ErrorCode::Conflict
+        } else if *code == SqlState::INSUFFICIENT_PRIVILEGE {
+            ErrorCode::Permission
+        } else if *code == SqlState::QUERY_CANCELED || *code == SqlState::LOCK_NOT_AVAILABLE {
+            ErrorCode::Timeout
+        } else {
+            ErrorCode::Internal
+        };
+        return PersistError::new(
+            kind,
+            format!("postgres: {}: {}", db.severity(), db.message()),
+        );
+    }
+    // Not a server message: I/O, a closed connection, a timeout, a protocol problem.
+    let text = err.to_string();
+    let timed_out = text.contains("timeout") || text.contains("timed out");
+    let code = if timed_out {
+        ErrorCode::Timeout
+    } else {
+        ErrorCode::Connection
+    };
+    let detail = std::error::Error::source(&err)
+        .map(|s| format!(": {s}"))
+        .unwrap_or_default();
+    PersistError::new(code, format!("postgres: {text}{detail}"))
+}
+
+fn pool_err(err: PoolError) -> PersistError {
+    match err {
+        PoolError::Backend(e) => pg_err(e),
+        PoolError::Timeout(_) => PersistError::new(
+            ErrorCode::Timeout,
+            format!(
+                "postgres: no connection within {} s (server unreachable or too slow)",
+                CONNECT_TIMEOUT.as_secs()
+            ),
+        ),
+        PoolError::Closed => PersistError::closed(),
+        other => PersistError::new(ErrorCode::Connection, format!("postgres: {other}")),
+    }
+}
+
+/// Removes a secret from messages (belt and braces: the driver does not echo it).
+#[derive(Clone)]
+struct Redactor(Option<String>);
+
+impl Redactor {
+    fn scrub(&self, mut err: PersistError) -> PersistError {
+        if let Some(secret) = self.0.as_deref().filter(|s| s.len() >= 3) {
+            if err.message.contains(secret) {
+                err.message = err.message.replace(secret, "***");
+            }
+        }
+        err
+    }
+}
+
+/// Whether a failure means "the connection or server went away" (worth another try when safe).
+pub(crate) fn is_connection(err: &PersistError) -> bool {
+    matches!(err.code, ErrorCode::Connection | ErrorCode::Timeout)
+}
+
+/// Converts the parsed config into a driver config. TLS is not built in: `ssl: "require"` (or
+/// `true`, or `sslmode=require` in a URL) is INVALID_CONFIG; `"prefer"` connects in plain text.
+fn driver_config(cfg: &PostgresConfig) -> Result<tokio_postgres::Config> {
+    const SCOPE: &str = "postgres adapter";
+    let mut pg = match &cfg.url {
+        Some(url) => url.parse::<tokio_postgres::Config>().map_err(|_| {
+            PersistError::invalid_config(format!(
+                "{SCOPE}: \"connection\" is not a valid connection string (postgres://user:password@host:port/database or key=value pairs)"
+            ))
+        })?,
+        None => {
+            let mut pg = tokio_postgres::Config::new();
+            pg.host(cfg.host.as_deref().unwrap_or("localhost"));
+            pg.port(cfg.port.unwrap_or(5432));
+            if let Some(db) = &cfg.database {
+                pg.dbname(db);
+            }
+            if let Some(pw) = &cfg.password {
+                pg.password(pw.as_bytes());
+            }
+            pg.user(
+                cfg.user
+                    .clone()
+                    .or_else(|| std::env::var("USER").ok())
+                    .unwrap_or_else(|| "postgres".into())
+                    .as_str(),
+            );
+            pg
+        }
+    };
+    let require = cfg.ssl.as_deref() == Some("require")
+        || pg.get_ssl_mode() == tokio_postgres::config::SslMode::Require;
+    if require {
+        return Err(PersistError::invalid_config(format!(
+            "{SCOPE}: \"connection.ssl\": TLS is not built into this build of @cuitty/persist; use ssl: false or \"prefer\" (plain connection), or a TLS-terminating proxy"
+        )));
+    }
+    pg.ssl_mode(tokio_postgres::config::SslMode::Disable);
+    if pg.get_user().is_none() {
+        pg.user(
+            std::env::var("USER")
+                .unwrap_or_else(|_| "postgres".into())
+                .as_str(),
+        );
+    }
+    if pg.get_hosts().is_empty() {
+        pg.host("localhost");
+    }
+    if pg.get_connect_timeout().is_none() {
+        pg.connect_timeout(CONNECT_TIMEOUT);
+    }
+    if pg.get_application_name().is_none() {
+        pg.application_name(format!("cuitty-persist/{}", cfg.schema));
+    }
+    let options = pg.get_options().unwrap_or("").to_string();
+    pg.options(format!("{options} -c search_path=\"{}\"", cfg.schema).trim());
+    Ok(pg)
+}
+
+pub(crate) struct Inner {
+    pool: Pool,
+    store_id: i32,
+    schema: String,
+    pg_config: tokio_postgres::Config,
+    redact: Redactor,
+    closed: AtomicBool,
+    /// Bumped on every append this process made and every notification for this store.
+    changed: tokio::sync::watch::Sender<u64>,
+    listener: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Whether the LISTEN connection is up (waiters poll faster while it is not).
+    listening: Mutex<bool>,
+}
+
+pub struct PostgresBackend {
+    inner: Arc<Inner>,
+}
+
+impl Inner {
+    /// A pooled connection. Failures to connect are retried for [`ACQUIRE_PATIENCE`] (nothing
+    /// was sent, so this is safe for every operation), except authentication and config
+    /// problems, which fail at once.
+    pub(crate) async fn client(&self) -> Result<Object> {
+        let deadline = tokio::time::Instant::now() + ACQUIRE_PATIENCE;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            if self.closed.load(Ordering::SeqCst) {
+                return Err(PersistError::closed());
+            }
+            match self.pool.get().await {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    let auth = matches!(&e, PoolError::Backend(b) if b.as_db_error().is_some_and(|d| d.code().code().starts_with("28") || *d.code() == SqlState::INVALID_CATALOG_NAME));
+                    let err = self.redact.scrub(pool_err(e));
+                    if auth
+                        || !is_connection(&err)
+                        || tokio::time::Instant::now() + backoff > deadline
+                    {
+                        return Err(err);
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(1000));
+                }
+            }
+        }
+    }
+
+    pub(crate) fn scrub(&self, err: PersistError) -> PersistError {
+        self.redact.scrub(err)
+    }
+
+    pub(crate) fn store_id(&self) -> i32 {
+        self.store_id
+    }
+
+    pub(crate) fn bump(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+/// Runs a read, retrying it on a fresh connection when the connection was lost.
+macro_rules! read {
+    ($inner:expr, $c:ident => $body:expr) => {{
+        let inner: &$crate::postgres::Inner = &$inner;
+        let mut attempt = 0u32;
+        loop {
+            let $c = inner.client().await?;
+            let res: $crate::error::Result<_> = async { $body }.await;
+            match res {
+                Ok(v) => break Ok(v),
+                Err(e) => {
+                    let e = inner.scrub(e);
+                    if $crate::postgres::is_connection(&e)
+                        && attempt < $crate::postgres::READ_RETRIES
+                    {
+                        attempt += 1;
+                        drop($c);
+                        tokio::time::sleep(std::time::Duration::from_millis(
+                            100 * u64::from(attempt),
+                        ))
+                        .await;
+                        continue;
+                    }
+                    break Err(e);
+                }
+            }
+        }
+    }};
+}
+
+/// Runs a write once on a pooled connection (a lost connection is not retried: the write may
+/// have been applied).
+macro_rules! write {
+    ($inner:expr, $c:ident => $body:expr) => {{
+        let inner: &$crate::postgres::Inner = &$inner;
+        let $c = inner.client().await?;
+        let res: $crate::error::Result<_> = async { $body }.await;
+        res.map_err(|e| inner.scrub(e))
+    }};
+}
+
+pub(crate) use {read, write};
+
+impl PostgresBackend {
+    /// Connects, migrates the schema and finds (or creates) this store's row.
+    pub async fn open(name: &str, cfg: PostgresConfig) -> Result<Self> {
+        let pg_config = driver_config(&cfg)?;
+        let redact = Redactor(cfg.password.clone().or_else(|| {
+            pg_config
+                .get_password()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+        }));
+        let manager = Manager::from_config(
+            pg_config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(cfg.pool_max.max(1))
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(CONNECT_TIMEOUT + Duration::from_secs(1)))
+            .recycle_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .map_err(|e| PersistError::internal(format!("postgres: cannot build the pool: {e}")))?;
+        let client = pool.get().await.map_err(|e| redact.scrub(pool_err(e)))?;
+        let store_id = migrate(&client, &cfg.schema, name)
+            .await
+            .map_err(|e| redact.scrub(e))?;
+        drop(client);
+        let (changed, _) = tokio::sync::watch::channel(0u64);
+        Ok(PostgresBackend {
+            inner: Arc::new(Inner {
+                pool,
+                store_id,
+                schema: cfg.schema,
+                pg_config,
+                redact,
+                closed: AtomicBool::new(false),
+                changed,
+                listener: Mutex::new(None),
+                listening: Mutex::new(false),
+            }),
+        })
+    }
+
+    /// Starts the LISTEN connection once (on the first wait).
+    fn ensure_listener(&self) {
+        let mut guard = self
+            .inner
+            .listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() && !self.inner.closed.load(Ordering::SeqCst) {
+            let weak = Arc::downgrade(&self.inner);
+            *guard = Some(tokio::spawn(events::listen_loop(weak)));
+        }
+    }
+}
+
+/// Applies the missing migrations under an advisory lock and returns the store's id.
+async fn migrate(client: &Object, schema: &str, name: &str) -> Result<i32> {
+    let lock_key = {
+        // A stable 32-bit hash of the schema name (FNV-1a).
+        let h = schema.bytes().fold(0x811c_9dc5u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
+        h as i32
+    };
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let res = migrate_once(client, schema, name, lock_key).await;
+        match res {
+            // A concurrent CREATE SCHEMA from a process not holding our lock (older version).
+            Err(e) if e.code == ErrorCode::Conflict && attempts < 3 => continue,
+            other => return other,
+        }
+    }
+}
+
+async fn migrate_once(client: &Object, schema: &str, name: &str, lock_key: i32) -> Result<i32> {
+    client.batch_execute("BEGIN").await.map_err(pg_err)?;
+    let res: Result<i32> = async {
+        client
+            .execute("SELECT pg_advisory_xact_lock($1, $2)", &[&LOCK_CLASS, &lock_key])
+            .await
+            .map_err(pg_err)?;
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA IF NOT EXISTS \"{schema}\";
+                 CREATE TABLE IF NOT EXISTS \"{schema}\".persist_migrations (
+                   version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now());"
+            ))
+            .await
+            .map_err(pg_err)?;
+        let row = client
+            .query_one(
+                &format!("SELECT COALESCE(MAX(version), 0) FROM \"{schema}\".persist_migrations"),
+                &[],
+            )
+            .await
+            .map_err(pg_err)?;
+        let current: i32 = row.get(0);
+        for (i, sql) in MIGRATIONS.iter().enumerate() {
+            let version = i as i32 + 1;
+            if version <= current {
+                continue;
+            }
+            client
+                .batch_execute(&format!("SET LOCAL search_path = \"{schema}\"; {sql}"))
+                .await
+                .map_err(pg_err)?;
+            client
+                .execute(
+                    &format!("INSERT INTO \"{schema}\".persist_migrations (version) VALUES ($1)"),
+                    &[&version],
+                )
+                .await
+                .map_err(pg_err)?;
+        }
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO \"{schema}\".persist_stores (name) VALUES ($1) ON CONFLICT (name) DO NOTHING"
+                ),
+                &[&name],
+            )
+            .await
+            .map_err(pg_err)?;
+        let row = client
+            .query_one(
+                &format!("SELECT id FROM \"{schema}\".persist_stores WHERE name = $1"),
+                &[&name],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(row.get(0))
+    }
+    .await;
+    match res {
+        Ok(id) => {
+            client.batch_execute("COMMIT").await.map_err(pg_err)?;
+            Ok(id)
+        }
+        Err(e) => {
+            let _ = client.batch_execute("ROLLBACK").await;
+            Err(e)
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for PostgresBackend {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn kv_get_many(&self, keys: Vec<String>) -> Result<Vec<Option<KvEntry>>> {
+        kv::get_many(&self.inner, keys).await
+    }
+    async fn kv_set(&self, set: KvSet) -> Result<KvEntry> {
+        kv::set(&self.inner, set).await
+    }
+    async fn kv_set_many(&self, sets: Vec<KvSet>) -> Result<()> {
+        kv::set_many(&self.inner, sets).await
+    }
+    async fn kv_delete(&self, key: String, if_version: Option<String>) -> Result<bool> {
+        kv::delete(&self.inner, key, if_version).await
+    }
+    async fn kv_list_page(
+        &self,
+        range: KvRange,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<KvEntry>> {
+        kv::list_page(&self.inner, range, after, limit).await
+    }
+
+    async fn rec_insert(&self, coll: String, id: String, data: String) -> Result<Doc> {
+        records::put(&self.inner, coll, id, data, IfVersion::Absent).await
+    }
+    async fn rec_put(
+        &self,
+        coll: String,
+        id: String,
+        data: String,
+        if_version: IfVersion<u64>,
+    ) -> Result<Doc> {
+        records::put(&self.inner, coll, id, data, if_version).await
+    }
+    async fn rec_get(&self, coll: String, id: String) -> Result<Option<Doc>> {
+        records::get(&self.inner, coll, id).await
+    }
+    async fn rec_update(
+        &self,
+        coll: String,
+        id: String,
+        patch: String,
+        if_version: Option<u64>,
+    ) -> Result<Doc> {
+        records::update(&self.inner, coll, id, patch, if_version).await
+    }
+    async fn rec_delete(&self, coll: String, id: String, if_version: Option<u64>) -> Result<bool> {
+        records::delete(&self.inner, coll, id, if_version).await
+    }
+    async fn rec_find_page(
+        &self,
+        coll: String,
+        filter: Option<Filter>,
+        order: Vec<SortKey>,
+        after: Option<FindCursor>,
+        limit: usize,
+    ) -> Result<Vec<Doc>> {
+        records::find_page(&self.inner, coll, filter, order, after, limit).await
+    }
+    async fn rec_count(&self, coll: String, filter: Option<Filter>) -> Result<u64> {
+        records::count(&self.inner, coll, filter).await
+    }
+    async fn rec_ensure_index(&self, _coll: String, path: FieldPath) -> Result<()> {
+        records::ensure_index(&self.inner, path).await
+    }
+
+    async fn blob_put(&self, key: String, meta: BlobMeta) -> Result<Box<dyn BlobUpload>> {
+        blobs::start(&self.inner, key, meta).await
+    }
+    async fn blob_head(&self, key: String) -> Result<Option<BlobInfo>> {
+        Ok(blobs::head(&self.inner, key).await?.map(|(info, _)| info))
+    }
+    async fn blob_read(
+        &self,
+        key: String,
+        range: ByteRange,
+    ) -> Result<Option<Box<dyn BlobReader>>> {
+        let found = blobs::head(&self.inner, key).await?;
+        Ok(found.map(|(info, body_id)| {
+            Box::new(blobs::Reader::new(self.inner.clone(), info, body_id, range)) as _
+        }))
+    }
+    async fn blob_delete(&self, key: String) -> Result<bool> {
+        blobs::delete(&self.inner, key).await
+    }
+    async fn blob_list_page(
+        &self,
+        prefix: String,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<BlobInfo>> {
+        blobs::list_page(&self.inner, prefix, after, limit).await
+    }
+
+    async fn ev_append(
+        &self,
+        stream: String,
+        events: Vec<NewEvent>,
+        expected_seq: Option<u64>,
+    ) -> Result<u64> {
+        let seq = events::append(&self.inner, stream, events, expected_seq).await?;
+        self.inner.bump();
+        Ok(seq)
+    }
+    async fn ev_read_page(
+        &self,
+        stream: String,
+        from: u64,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>> {
+        events::read_page(&self.inner, stream, from, reverse, limit).await
+    }
+    async fn ev_streams_page(
+        &self,
+        prefix: String,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        events::streams_page(&self.inner, prefix, after, limit).await
+    }
+    async fn ev_wait(&self, stream: String, after_seq: u64, timeout: Duration) -> Result<()> {
+        self.ensure_listener();
+        events::wait(&self.inner, stream, after_seq, timeout).await
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        if let Some(task) = self
+            .inner
+            .listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            task.abort();
+        }
+        self.inner.pool.close();
+        Ok(())
+    }
+}

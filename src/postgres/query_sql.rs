@@ -1,0 +1,599 @@
+//! Compiles the query language of `crate::query` to Postgres SQL over
+//! `persist_records(store_id, coll, id /* COLLATE "C" */, doc jsonb, raw text, ...)`.
+//!
+//! The SQL gives exactly the results of [`Filter::matches`] and [`compare_docs`]; what cannot be
+//! expressed exactly (equality or ranges on arrays and objects, numbers of magnitude 2^53 or
+//! more, strings holding U+0000, which `jsonb` cannot store) compiles to `None` and the caller
+//! evaluates that part in Rust.
+//!
+//! How the type strictness is kept: a path's value is `doc -> 'a' -> 'b'` (the text form of `->`
+//! reads object members only, never array elements, as [`lookup`] does), SQL NULL when missing;
+//! `jsonb_typeof` of it gives the type, and every comparison is paired with a type check.
+//! Within a type: numbers and booleans compare as `jsonb` (numeric, exact; false < true);
+//! strings as `text COLLATE "C"` (byte order = code point order); arrays and objects sort by
+//! their JSON text as stored (the `raw` column cast to `json`, which keeps the original text).
+//!
+//! Fragments use `?` placeholders (every one a text parameter); [`number_placeholders`] turns
+//! them into `$n`. Only `[A-Za-z0-9_]` labels are inlined, so no other `?` can appear.
+
+use serde_json::{Number, Value};
+
+use crate::query::{lookup, type_rank, FieldPath, Filter, Op, SortKey};
+
+/// A piece of SQL and its text parameters, in order of their `?`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqlFragment {
+    pub sql: String,
+    pub params: Vec<String>,
+}
+
+impl SqlFragment {
+    fn new() -> Self {
+        SqlFragment {
+            sql: String::new(),
+            params: Vec::new(),
+        }
+    }
+
+    fn s(&mut self, sql: &str) -> &mut Self {
+        self.sql.push_str(sql);
+        self
+    }
+
+    /// A text parameter.
+    fn param(&mut self, v: String) -> &mut Self {
+        self.sql.push_str("?::text");
+        self.params.push(v);
+        self
+    }
+
+    /// A JSON parameter (its JSON text, cast to jsonb).
+    fn json_param(&mut self, v: String) -> &mut Self {
+        self.sql.push_str("?::text::jsonb");
+        self.params.push(v);
+        self
+    }
+
+    fn append(&mut self, other: SqlFragment) -> &mut Self {
+        self.sql.push_str(&other.sql);
+        self.params.extend(other.params);
+        self
+    }
+
+    /// `(doc -> 'a' -> 'b')`.
+    fn value(&mut self, path: &FieldPath) -> &mut Self {
+        let f = value_expr(path);
+        self.append(f)
+    }
+
+    /// `((doc -> 'a' ->> 'b') COLLATE "C")`.
+    fn text(&mut self, path: &FieldPath) -> &mut Self {
+        let f = text_expr(path);
+        self.append(f)
+    }
+
+    fn json_type(&mut self, path: &FieldPath) -> &mut Self {
+        self.s("jsonb_typeof").value(path)
+    }
+
+    /// The type rank of the value at `path` is in `ranks` (0 = missing ... 6 = object).
+    fn rank_in(&mut self, path: &FieldPath, ranks: impl Iterator<Item = u8>) -> &mut Self {
+        let ranks: Vec<u8> = ranks.collect();
+        if ranks.len() == 7 {
+            return self.s("TRUE");
+        }
+        if ranks.is_empty() {
+            return self.s("FALSE");
+        }
+        let names: Vec<&str> = ranks.iter().filter_map(|r| type_name(*r)).collect();
+        if ranks.contains(&0) {
+            self.s("COALESCE(").json_type(path).s(", '') IN (''");
+            for n in names {
+                self.s(", '").s(n).s("'");
+            }
+            return self.s(")");
+        }
+        self.json_type(path);
+        if names.len() == 1 {
+            return self.s(" = '").s(names[0]).s("'");
+        }
+        self.s(" IN (");
+        for (i, n) in names.iter().enumerate() {
+            if i > 0 {
+                self.s(", ");
+            }
+            self.s("'").s(n).s("'");
+        }
+        self.s(")")
+    }
+}
+
+/// The `jsonb_typeof` name of a type rank (0 = missing has none).
+fn type_name(rank: u8) -> Option<&'static str> {
+    Some(match rank {
+        1 => "null",
+        2 => "boolean",
+        3 => "number",
+        4 => "string",
+        5 => "array",
+        6 => "object",
+        _ => return None,
+    })
+}
+
+fn inlinable(seg: &str) -> bool {
+    !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Whether every label of the path can be inlined (what expression indexes need).
+pub fn path_inlinable(path: &FieldPath) -> bool {
+    !path.segments.is_empty() && path.segments.iter().all(|s| inlinable(s))
+}
+
+/// Whether Postgres can hold the label at all (text cannot hold U+0000).
+fn path_representable(path: &FieldPath) -> bool {
+    path.segments.iter().all(|s| !s.contains('\0'))
+}
+
+fn label(f: &mut SqlFragment, seg: &str) {
+    if inlinable(seg) {
+        f.s("'").s(seg).s("'");
+    } else {
+        f.param(seg.to_string());
+    }
+}
+
+/// `(doc -> 'a' -> 'b')`: the jsonb value at the path, NULL when missing. Expression indexes
+/// are created from this text.
+pub fn value_expr(path: &FieldPath) -> SqlFragment {
+    let mut f = SqlFragment::new();
+    f.s("(doc");
+    for seg in &path.segments {
+        f.s(" -> ");
+        label(&mut f, seg);
+    }
+    f.s(")");
+    f
+}
+
+/// `((doc -> 'a' ->> 'b') COLLATE "C")`: the text of the value at the path (for strings: the
+/// string itself), compared in byte order.
+pub fn text_expr(path: &FieldPath) -> SqlFragment {
+    let mut f = SqlFragment::new();
+    f.s("((doc");
+    let last = path.segments.len().saturating_sub(1);
+    for (i, seg) in path.segments.iter().enumerate() {
+        f.s(if i == last { " ->> " } else { " -> " });
+        label(&mut f, seg);
+    }
+    f.s(") COLLATE \"C\")");
+    f
+}
+
+/// `(raw::json -> 'a' -> 'b')::text`: the value's JSON text as the user wrote it.
+fn raw_text_expr(path: &FieldPath) -> SqlFragment {
+    let mut f = SqlFragment::new();
+    f.s("((raw::json");
+    for seg in &path.segments {
+        f.s(" -> ");
+        label(&mut f, seg);
+    }
+    f.s(")::text)");
+    f
+}
+
+/// 2^53: below it every integer is an exact f64, so Postgres's exact numeric comparison and the
+/// Rust side's f64 comparison agree.
+const EXACT_LIMIT: f64 = 9_007_199_254_740_992.0;
+
+/// The JSON text of a number operand, `None` when its magnitude is 2^53 or more.
+fn number_text(n: &Number) -> Option<String> {
+    if let Some(i) = n.as_i64() {
+        return ((i.unsigned_abs() as f64) < EXACT_LIMIT).then(|| i.to_string());
+    }
+    let f = n.as_f64()?;
+    (f.is_finite() && f.abs() < EXACT_LIMIT).then(|| n.to_string())
+}
+
+fn string_ok(s: &str) -> bool {
+    !s.contains('\0')
+}
+
+/// `(<type check> AND <value> <cmp> ?)` for a number or string operand.
+fn compare(path: &FieldPath, cmp: &str, v: &Value) -> Option<SqlFragment> {
+    let mut f = SqlFragment::new();
+    match v {
+        Value::Number(n) => {
+            let text = number_text(n)?;
+            f.s("(")
+                .json_type(path)
+                .s(" = 'number' AND ")
+                .value(path)
+                .s(" ")
+                .s(cmp)
+                .s(" ")
+                .json_param(text)
+                .s(")");
+        }
+        Value::String(s) if string_ok(s) => {
+            f.s("(")
+                .json_type(path)
+                .s(" = 'string' AND ")
+                .text(path)
+                .s(" ")
+                .s(cmp)
+                .s(" ")
+                .param(s.clone())
+                .s(")");
+        }
+        _ => return None,
+    }
+    Some(f)
+}
+
+/// The JSON text of a scalar operand that jsonb equality compares exactly.
+fn scalar_json(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => Some("null".into()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => number_text(n),
+        Value::String(s) if string_ok(s) => Some(v.to_string()),
+        _ => None,
+    }
+}
+
+/// The value at `path` equals `v`: jsonb equality is type-strict and numeric for numbers.
+fn eq_sql(path: &FieldPath, v: &Value) -> Option<SqlFragment> {
+    let mut f = SqlFragment::new();
+    match v {
+        Value::Null => f.value(path).s(" = 'null'::jsonb"),
+        Value::Bool(true) => f.value(path).s(" = 'true'::jsonb"),
+        Value::Bool(false) => f.value(path).s(" = 'false'::jsonb"),
+        _ => f.value(path).s(" = ").json_param(scalar_json(v)?),
+    };
+    Some(f)
+}
+
+fn not(inner: SqlFragment) -> SqlFragment {
+    let mut f = SqlFragment::new();
+    f.s("(").append(inner).s(") IS NOT TRUE");
+    f
+}
+
+fn literal(sql: &str) -> SqlFragment {
+    let mut f = SqlFragment::new();
+    f.s(sql);
+    f
+}
+
+fn in_sql(path: &FieldPath, vs: &[Value]) -> Option<SqlFragment> {
+    if vs.is_empty() {
+        return Some(literal("FALSE"));
+    }
+    let texts = vs.iter().map(scalar_json).collect::<Option<Vec<_>>>()?;
+    let mut f = SqlFragment::new();
+    f.value(path).s(" IN (");
+    for (i, t) in texts.into_iter().enumerate() {
+        if i > 0 {
+            f.s(", ");
+        }
+        f.json_param(t);
+    }
+    f.s(")");
+    Some(f)
+}
+
+fn join(parts: Vec<SqlFragment>, sep: &str, empty: &str) -> SqlFragment {
+    match parts.len() {
+        0 => literal(empty),
+        1 => parts.into_iter().next().unwrap(),
+        _ => {
+            let mut f = SqlFragment::new();
+            f.s("(");
+            for (i, p) in parts.into_iter().enumerate() {
+                if i > 0 {
+                    f.s(sep);
+                }
+                f.append(p);
+            }
+            f.s(")");
+            f
+        }
+    }
+}
+
+/// A range operator with a boolean operand: the booleans `accept` keeps.
+fn bool_range(path: &FieldPath, accept: impl Fn(bool) -> bool) -> SqlFragment {
+    let keep: Vec<bool> = [false, true].into_iter().filter(|c| accept(*c)).collect();
+    let mut f = SqlFragment::new();
+    match keep.as_slice() {
+        [] => f.s("FALSE"),
+        [true] => f.value(path).s(" = 'true'::jsonb"),
+        [false] => f.value(path).s(" = 'false'::jsonb"),
+        _ => f.json_type(path).s(" = 'boolean'"),
+    };
+    f
+}
+
+fn range_sql(path: &FieldPath, op: &Op) -> Option<SqlFragment> {
+    let (v, cmp) = match op {
+        Op::Gt(v) => (v, ">"),
+        Op::Gte(v) => (v, ">="),
+        Op::Lt(v) => (v, "<"),
+        Op::Lte(v) => (v, "<="),
+        _ => unreachable!("range_sql takes range operators only"),
+    };
+    let inclusive = cmp.ends_with('=');
+    match v {
+        Value::Null => Some(if inclusive {
+            let mut f = SqlFragment::new();
+            f.value(path).s(" = 'null'::jsonb");
+            f
+        } else {
+            literal("FALSE")
+        }),
+        Value::Bool(b) => {
+            let b = *b;
+            Some(bool_range(path, |c| match cmp {
+                ">" => c & !b,
+                ">=" => c >= b,
+                "<" => !c & b,
+                _ => c <= b,
+            }))
+        }
+        Value::Number(_) | Value::String(_) => compare(path, cmp, v),
+        Value::Array(_) | Value::Object(_) => None,
+    }
+}
+
+/// The smallest string greater than every string starting with `prefix` (by code point, which
+/// is UTF-8 byte order); `None` if there is none.
+fn prefix_upper_bound(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match last as u32 {
+            0xD7FF => Some('\u{E000}'),
+            c => char::from_u32(c + 1),
+        };
+        if let Some(n) = next {
+            chars.push(n);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+fn prefix_sql(path: &FieldPath, prefix: &str) -> Option<SqlFragment> {
+    let mut f = SqlFragment::new();
+    if prefix.is_empty() {
+        f.json_type(path).s(" = 'string'");
+        return Some(f);
+    }
+    if !string_ok(prefix) {
+        return None;
+    }
+    f.s("(")
+        .json_type(path)
+        .s(" = 'string' AND ")
+        .text(path)
+        .s(" >= ")
+        .param(prefix.to_string());
+    if let Some(upper) = prefix_upper_bound(prefix) {
+        f.s(" AND ").text(path).s(" < ").param(upper);
+    }
+    f.s(")");
+    Some(f)
+}
+
+fn cond_sql(path: &FieldPath, op: &Op) -> Option<SqlFragment> {
+    if !path_representable(path) {
+        return None;
+    }
+    Some(match op {
+        Op::Eq(v) => eq_sql(path, v)?,
+        Op::Ne(v) => not(eq_sql(path, v)?),
+        Op::Gt(_) | Op::Gte(_) | Op::Lt(_) | Op::Lte(_) => range_sql(path, op)?,
+        Op::In(vs) => in_sql(path, vs)?,
+        Op::Nin(vs) if vs.is_empty() => literal("TRUE"),
+        Op::Nin(vs) => not(in_sql(path, vs)?),
+        Op::Exists(true) => {
+            let mut f = SqlFragment::new();
+            f.value(path).s(" IS NOT NULL");
+            f
+        }
+        Op::Exists(false) => {
+            let mut f = SqlFragment::new();
+            f.value(path).s(" IS NULL");
+            f
+        }
+        Op::Prefix(p) => prefix_sql(path, p)?,
+    })
+}
+
+/// A WHERE condition equivalent to [`Filter::matches`]; `None` when some part cannot be
+/// expressed exactly and the caller must evaluate the filter in Rust.
+pub fn where_sql(filter: &Filter) -> Option<SqlFragment> {
+    match filter {
+        Filter::And(subs) => Some(join(
+            subs.iter().map(where_sql).collect::<Option<Vec<_>>>()?,
+            " AND ",
+            "TRUE",
+        )),
+        Filter::Or(subs) => Some(join(
+            subs.iter().map(where_sql).collect::<Option<Vec<_>>>()?,
+            " OR ",
+            "FALSE",
+        )),
+        Filter::Not(sub) => Some(not(where_sql(sub)?)),
+        Filter::Cond { path, op } => cond_sql(path, op),
+    }
+}
+
+const RANK_CASE_WHENS: &str = " WHEN 'null' THEN 1 WHEN 'boolean' THEN 2 WHEN 'number' THEN 3 \
+     WHEN 'string' THEN 4 WHEN 'array' THEN 5 WHEN 'object' THEN 6 ELSE 0 END";
+
+/// The body of an ORDER BY clause implementing [`compare_docs`]: per key the type rank, then
+/// the value within its type (numbers/booleans as jsonb, strings in byte order, arrays and
+/// objects by their JSON text), all in the key's direction; then `id ASC`. `None` when a label
+/// cannot be represented.
+pub fn order_by_sql(order: &[SortKey]) -> Option<SqlFragment> {
+    let mut f = SqlFragment::new();
+    for key in order {
+        if !path_representable(&key.path) {
+            return None;
+        }
+        let dir = if key.descending { " DESC" } else { " ASC" };
+        let p = &key.path;
+        f.s("CASE ").json_type(p).s(RANK_CASE_WHENS).s(dir).s(", ");
+        f.s("(CASE WHEN ")
+            .json_type(p)
+            .s(" IN ('number', 'boolean') THEN ")
+            .value(p)
+            .s(" END)")
+            .s(dir)
+            .s(", ");
+        f.s("(CASE WHEN ")
+            .json_type(p)
+            .s(" = 'string' THEN ")
+            .text(p)
+            .s(" END)")
+            .s(dir)
+            .s(", ");
+        f.s("(CASE WHEN ")
+            .json_type(p)
+            .s(" IN ('array', 'object') THEN ")
+            .append(raw_text_expr(p))
+            .s(" END) COLLATE \"C\"")
+            .s(dir)
+            .s(", ");
+    }
+    f.s("id ASC");
+    Some(f)
+}
+
+/// The value at the key's path equals the after doc's value `v` in the sort order.
+fn key_eq(path: &FieldPath, v: Option<&Value>) -> Option<SqlFragment> {
+    match v {
+        None => {
+            let mut f = SqlFragment::new();
+            f.value(path).s(" IS NULL");
+            Some(f)
+        }
+        Some(v) => eq_sql(path, v),
+    }
+}
+
+/// The value at the key's path sorts strictly after `v` in the key's direction; `Ok(None)` when
+/// nothing can (false), `Err(())` when not expressible.
+fn key_after(path: &FieldPath, v: Option<&Value>, desc: bool) -> Result<Option<SqlFragment>, ()> {
+    let rank = type_rank(v);
+    let mut parts = Vec::new();
+    let other_ranks: Vec<u8> = if desc {
+        (0..rank).collect()
+    } else {
+        (rank + 1..=6).collect()
+    };
+    if !other_ranks.is_empty() {
+        let mut f = SqlFragment::new();
+        f.rank_in(path, other_ranks.into_iter());
+        parts.push(f);
+    }
+    match v {
+        None | Some(Value::Null) => {}
+        Some(Value::Bool(b)) => {
+            // Within booleans: asc after false is true; desc after true is false.
+            if *b == desc {
+                let mut f = SqlFragment::new();
+                f.value(path).s(if desc {
+                    " = 'false'::jsonb"
+                } else {
+                    " = 'true'::jsonb"
+                });
+                parts.push(f);
+            }
+        }
+        Some(v @ (Value::Number(_) | Value::String(_))) => {
+            parts.push(compare(path, if desc { "<" } else { ">" }, v).ok_or(())?);
+        }
+        Some(Value::Array(_) | Value::Object(_)) => return Err(()),
+    }
+    Ok(match parts.len() {
+        0 => None,
+        _ => Some(join(parts, " OR ", "FALSE")),
+    })
+}
+
+/// A keyset condition selecting the rows strictly after the document (`after_id`,
+/// `after_data`) in the order of `order` (then id ascending). `None` when a sort key value of
+/// that document is an array, an object, a number of magnitude >= 2^53 or holds U+0000.
+pub fn after_sql(order: &[SortKey], after_id: &str, after_data: &Value) -> Option<SqlFragment> {
+    let mut terms: Vec<SqlFragment> = Vec::new();
+    let mut equal_prefix: Vec<SqlFragment> = Vec::new();
+    for key in order {
+        if !path_representable(&key.path) {
+            return None;
+        }
+        let v = lookup(after_data, &key.path);
+        let after = key_after(&key.path, v, key.descending).ok()?;
+        if let Some(a) = after {
+            let mut conj = equal_prefix.clone();
+            conj.push(a);
+            terms.push(join(conj, " AND ", "TRUE"));
+        }
+        equal_prefix.push(key_eq(&key.path, v)?);
+    }
+    let mut id = SqlFragment::new();
+    id.s("id > ").param(after_id.to_string());
+    equal_prefix.push(id);
+    terms.push(join(equal_prefix, " AND ", "TRUE"));
+    Some(join(terms, " OR ", "FALSE"))
+}
+
+/// Replaces each `?` placeholder with `$first`, `$first+1`, ...; returns the next free number.
+pub fn number_placeholders(sql: &str, first: usize) -> (String, usize) {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut n = first;
+    for ch in sql.chars() {
+        if ch == '?' {
+            out.push('$');
+            out.push_str(&n.to_string());
+            n += 1;
+        } else {
+            out.push(ch);
+        }
+    }
+    (out, n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::parse_where;
+    use serde_json::json;
+
+    fn w(v: Value) -> Option<SqlFragment> {
+        where_sql(&parse_where(&v).unwrap())
+    }
+
+    #[test]
+    fn shapes() {
+        let f = w(json!({"priority": {"$gte": 3}})).unwrap();
+        assert_eq!(
+            f.sql,
+            "(jsonb_typeof(doc -> 'priority') = 'number' AND (doc -> 'priority') >= ?::text::jsonb)"
+        );
+        assert_eq!(f.params, vec!["3".to_string()]);
+        let f = w(json!({"a.b c": "x"})).unwrap();
+        assert_eq!(f.sql, "(doc -> 'a' -> ?::text) = ?::text::jsonb");
+        assert_eq!(f.params, vec!["b c".to_string(), "\"x\"".to_string()]);
+        assert_eq!(w(json!({})).unwrap().sql, "TRUE");
+        assert!(w(json!({"a": [1]})).is_none());
+        assert!(w(json!({"a": 9007199254740992i64})).is_none());
+        assert!(w(json!({"a": "x\u{0}"})).is_none());
+        let f = w(json!({"x') OR 1=1 --": {"$eq": "'; DROP TABLE records; --"}})).unwrap();
+        assert!(!f.sql.contains("DROP") && !f.sql.contains("OR 1=1"));
+        let (sql, next) = number_placeholders("a = ?::text AND b = ?::text", 3);
+        assert_eq!(sql, "a = $3::text AND b = $4::text");
+        assert_eq!(next, 5);
+    }
+}

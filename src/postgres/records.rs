@@ -1,0 +1,395 @@
+//! `store.records` in SQL: one row per document, `raw` (the JSON text as given) and `doc`
+//! (jsonb, for queries and indexes); queries compiled by `query_sql`, falling back to the core's
+//! Rust evaluator for what SQL cannot express exactly.
+
+use serde_json::Value;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+
+use super::query_sql::{self, number_placeholders, SqlFragment};
+use super::{pg_err, read, write, Inner, LOCK_CLASS};
+use crate::clock::{iso8601, now_ms};
+use crate::error::{PersistError, Result};
+use crate::model::{Doc, FindCursor, IfVersion};
+use crate::query::{compare_docs, FieldPath, Filter, SortKey};
+use crate::records::merge_patch;
+
+const COLUMNS: &str = "id, version, created_at, updated_at, raw";
+
+fn doc_from_row(r: &Row) -> Doc {
+    Doc {
+        id: r.get(0),
+        version: r.get::<_, i64>(1) as u64,
+        created_at: r.get(2),
+        updated_at: r.get(3),
+        data: r.get(4),
+    }
+}
+
+/// jsonb cannot hold U+0000: such documents are indexed with U+FFFD in its place (their raw
+/// text is kept exactly; queries that mention U+0000 are answered in Rust from the raw text).
+fn doc_text(raw: &str) -> Option<String> {
+    if !raw.contains("\\u0000") {
+        return None;
+    }
+    fn scrub(v: &mut Value) {
+        match v {
+            Value::String(s) => *s = s.replace('\0', "\u{FFFD}"),
+            Value::Array(a) => a.iter_mut().for_each(scrub),
+            Value::Object(o) => {
+                let old = std::mem::take(o);
+                for (k, mut val) in old {
+                    scrub(&mut val);
+                    o.insert(k.replace('\0', "\u{FFFD}"), val);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut v: Value = serde_json::from_str(raw).ok()?;
+    scrub(&mut v);
+    serde_json::to_string(&v).ok()
+}
+
+pub async fn get(inner: &Inner, coll: String, id: String) -> Result<Option<Doc>> {
+    let store = inner.store_id();
+    let row = read!(inner, c => {
+        let stmt = c.prepare_cached(
+            "SELECT id, version, created_at, updated_at, raw FROM persist_records
+             WHERE store_id = $1 AND coll = $2 AND id = $3",
+        ).await.map_err(pg_err)?;
+        c.query_opt(&stmt, &[&store, &coll, &id]).await.map_err(pg_err)
+    })?;
+    Ok(row.as_ref().map(doc_from_row))
+}
+
+async fn version_conflict(inner: &Inner, coll: &str, id: &str) -> PersistError {
+    let found = match get(inner, coll.to_string(), id.to_string()).await {
+        Ok(Some(d)) => format!("at version {}", d.version),
+        Ok(None) => "absent".into(),
+        Err(_) => "unknown".into(),
+    };
+    PersistError::conflict(format!(
+        "record {coll}/{id}: ifVersion does not match (the record is {found})"
+    ))
+}
+
+/// Insert (`IfVersion::Absent`) and upsert.
+pub async fn put(
+    inner: &Inner,
+    coll: String,
+    id: String,
+    data: String,
+    cond: IfVersion<u64>,
+) -> Result<Doc> {
+    let store = inner.store_id();
+    let now = iso8601(now_ms());
+    let scrubbed = doc_text(&data);
+    let sql = match cond {
+        IfVersion::Any => {
+            "INSERT INTO persist_records (store_id, coll, id, doc, raw, version, created_at, updated_at)
+             VALUES ($1, $2, $3, COALESCE($5::text, $4::text)::jsonb, $4, 1, $6, $6)
+             ON CONFLICT (store_id, coll, id) DO UPDATE SET doc = excluded.doc, raw = excluded.raw,
+             version = persist_records.version + 1, updated_at = excluded.updated_at
+             RETURNING version, created_at, updated_at"
+        }
+        IfVersion::Absent => {
+            "INSERT INTO persist_records (store_id, coll, id, doc, raw, version, created_at, updated_at)
+             VALUES ($1, $2, $3, COALESCE($5::text, $4::text)::jsonb, $4, 1, $6, $6)
+             ON CONFLICT (store_id, coll, id) DO NOTHING
+             RETURNING version, created_at, updated_at"
+        }
+        IfVersion::Is(_) => {
+            "UPDATE persist_records SET doc = COALESCE($5::text, $4::text)::jsonb, raw = $4,
+             version = version + 1, updated_at = $6
+             WHERE store_id = $1 AND coll = $2 AND id = $3 AND version = $7
+             RETURNING version, created_at, updated_at"
+        }
+    };
+    let expected = match cond {
+        IfVersion::Is(v) => v as i64,
+        _ => 0,
+    };
+    let row = write!(inner, c => {
+        let stmt = c.prepare_cached(sql).await.map_err(pg_err)?;
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&store, &coll, &id, &data, &scrubbed, &now];
+        if matches!(cond, IfVersion::Is(_)) {
+            params.push(&expected);
+        }
+        c.query_opt(&stmt, &params).await.map_err(pg_err)
+    })?;
+    match row {
+        Some(r) => Ok(Doc {
+            id,
+            version: r.get::<_, i64>(0) as u64,
+            created_at: r.get(1),
+            updated_at: r.get(2),
+            data,
+        }),
+        None if cond == IfVersion::Absent => Err(PersistError::conflict(format!(
+            "record {coll}/{id} already exists"
+        ))),
+        None => Err(version_conflict(inner, &coll, &id).await),
+    }
+}
+
+/// Shallow merge, done in Rust (to keep the stored key order) and written back only if the
+/// record did not change meanwhile (retried otherwise).
+pub async fn update(
+    inner: &Inner,
+    coll: String,
+    id: String,
+    patch: String,
+    if_version: Option<u64>,
+) -> Result<Doc> {
+    let store = inner.store_id();
+    loop {
+        let current = get(inner, coll.clone(), id.clone())
+            .await?
+            .ok_or_else(|| PersistError::not_found(format!("record {coll}/{id} does not exist")))?;
+        if let Some(v) = if_version {
+            if current.version != v {
+                return Err(PersistError::conflict(format!(
+                    "record {coll}/{id}: ifVersion does not match (the record is at version {})",
+                    current.version
+                )));
+            }
+        }
+        let data = merge_patch(&current.data, &patch)?;
+        let scrubbed = doc_text(&data);
+        let now = iso8601(now_ms());
+        let old = current.version as i64;
+        let row = write!(inner, c => {
+            let stmt = c.prepare_cached(
+                "UPDATE persist_records SET doc = COALESCE($5::text, $4::text)::jsonb, raw = $4,
+                 version = version + 1, updated_at = $6
+                 WHERE store_id = $1 AND coll = $2 AND id = $3 AND version = $7
+                 RETURNING version, created_at, updated_at",
+            ).await.map_err(pg_err)?;
+            c.query_opt(&stmt, &[&store, &coll, &id, &data, &scrubbed, &now, &old]).await.map_err(pg_err)
+        })?;
+        if let Some(r) = row {
+            return Ok(Doc {
+                id,
+                version: r.get::<_, i64>(0) as u64,
+                created_at: r.get(1),
+                updated_at: r.get(2),
+                data,
+            });
+        }
+        // Changed (or deleted) meanwhile: read again; an ifVersion now mismatches.
+    }
+}
+
+pub async fn delete(
+    inner: &Inner,
+    coll: String,
+    id: String,
+    if_version: Option<u64>,
+) -> Result<bool> {
+    let store = inner.store_id();
+    let expected = if_version.map(|v| v as i64);
+    let row = write!(inner, c => {
+        let stmt = c.prepare_cached(
+            "DELETE FROM persist_records WHERE store_id = $1 AND coll = $2 AND id = $3
+             AND ($4::int8 IS NULL OR version = $4) RETURNING 1",
+        ).await.map_err(pg_err)?;
+        c.query_opt(&stmt, &[&store, &coll, &id, &expected]).await.map_err(pg_err)
+    })?;
+    match (row, if_version) {
+        (Some(_), _) => Ok(true),
+        (None, None) => Ok(false),
+        (None, Some(_)) => Err(version_conflict(inner, &coll, &id).await),
+    }
+}
+
+/// Runs `SELECT <what> FROM persist_records WHERE store_id = $1 AND coll = $2 AND (<parts>)
+/// [ORDER BY <order>] [LIMIT n]`.
+async fn query_records(
+    inner: &Inner,
+    what: &str,
+    coll: &str,
+    parts: Vec<SqlFragment>,
+    order: Option<SqlFragment>,
+    limit: Option<i64>,
+) -> Result<Vec<Row>> {
+    let store = inner.store_id();
+    let mut sql = format!("SELECT {what} FROM persist_records WHERE store_id = $1 AND coll = $2");
+    let mut texts: Vec<String> = Vec::new();
+    for part in parts {
+        sql.push_str(" AND (");
+        sql.push_str(&part.sql);
+        sql.push(')');
+        texts.extend(part.params);
+    }
+    if let Some(o) = order {
+        sql.push_str(" ORDER BY ");
+        sql.push_str(&o.sql);
+        texts.extend(o.params);
+    }
+    if limit.is_some() {
+        sql.push_str(" LIMIT ?");
+    }
+    // $1 and $2 are the store and collection; the text parameters follow; then the limit.
+    let (sql, _) = number_placeholders(&sql, 3);
+    let limit_value = limit.unwrap_or(0);
+    read!(inner, c => {
+        let stmt = c.prepare_cached(&sql).await.map_err(pg_err)?;
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&store, &coll];
+        for t in &texts {
+            params.push(t);
+        }
+        if limit.is_some() {
+            params.push(&limit_value);
+        }
+        c.query(&stmt, &params).await.map_err(pg_err)
+    })
+}
+
+pub async fn find_page(
+    inner: &Inner,
+    coll: String,
+    filter: Option<Filter>,
+    order: Vec<SortKey>,
+    after: Option<FindCursor>,
+    limit: usize,
+) -> Result<Vec<Doc>> {
+    let where_part = filter.as_ref().map(query_sql::where_sql);
+    let after_part = after
+        .as_ref()
+        .map(|a| query_sql::after_sql(&order, &a.id, &a.data));
+    let order_part = query_sql::order_by_sql(&order);
+    if matches!(where_part, Some(None)) || matches!(after_part, Some(None)) || order_part.is_none()
+    {
+        return find_page_in_rust(
+            inner,
+            &coll,
+            filter.as_ref(),
+            where_part.flatten(),
+            &order,
+            after.as_ref(),
+            limit,
+        )
+        .await;
+    }
+    let parts: Vec<SqlFragment> = [where_part.flatten(), after_part.flatten()]
+        .into_iter()
+        .flatten()
+        .collect();
+    let rows = query_records(inner, COLUMNS, &coll, parts, order_part, Some(limit as i64)).await?;
+    Ok(rows.iter().map(doc_from_row).collect())
+}
+
+/// Evaluates in Rust what SQL cannot express exactly (the compiled part of the filter, if any,
+/// still narrows the scan).
+async fn find_page_in_rust(
+    inner: &Inner,
+    coll: &str,
+    filter: Option<&Filter>,
+    compiled: Option<SqlFragment>,
+    order: &[SortKey],
+    after: Option<&FindCursor>,
+    limit: usize,
+) -> Result<Vec<Doc>> {
+    let mut matching = scan_matching(inner, coll, filter, compiled).await?;
+    if let Some(cursor) = after {
+        matching.retain(|(doc, data)| {
+            compare_docs(order, &doc.id, data, &cursor.id, &cursor.data)
+                == std::cmp::Ordering::Greater
+        });
+    }
+    matching.sort_by(|(a, ad), (b, bd)| compare_docs(order, &a.id, ad, &b.id, bd));
+    Ok(matching
+        .into_iter()
+        .take(limit)
+        .map(|(doc, _)| doc)
+        .collect())
+}
+
+async fn scan_matching(
+    inner: &Inner,
+    coll: &str,
+    filter: Option<&Filter>,
+    compiled: Option<SqlFragment>,
+) -> Result<Vec<(Doc, Value)>> {
+    let exact = compiled.is_some();
+    let rows = query_records(
+        inner,
+        COLUMNS,
+        coll,
+        compiled.into_iter().collect(),
+        None,
+        None,
+    )
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let doc = doc_from_row(row);
+        let data: Value = serde_json::from_str(&doc.data).map_err(|e| {
+            PersistError::internal(format!("record {coll}/{} holds invalid JSON: {e}", doc.id))
+        })?;
+        if exact || filter.is_none_or(|f| f.matches(&data)) {
+            out.push((doc, data));
+        }
+    }
+    Ok(out)
+}
+
+pub async fn count(inner: &Inner, coll: String, filter: Option<Filter>) -> Result<u64> {
+    let part = match filter.as_ref().map(query_sql::where_sql) {
+        Some(None) => {
+            return Ok(scan_matching(inner, &coll, filter.as_ref(), None)
+                .await?
+                .len() as u64)
+        }
+        Some(Some(part)) => Some(part),
+        None => None,
+    };
+    let rows = query_records(
+        inner,
+        "COUNT(*)",
+        &coll,
+        part.into_iter().collect(),
+        None,
+        None,
+    )
+    .await?;
+    Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0)) as u64)
+}
+
+/// Expression indexes on the field, shared by every collection and store of the schema
+/// (store and collection are the first columns): one on the jsonb value (equality, number and
+/// boolean ranges) and one on its text in byte order (string ranges and prefixes). Paths with
+/// labels that cannot be inlined get none (their queries still work, by scan).
+pub async fn ensure_index(inner: &Inner, path: FieldPath) -> Result<()> {
+    if !query_sql::path_inlinable(&path) {
+        return Ok(());
+    }
+    let value = query_sql::value_expr(&path).sql;
+    let text = query_sql::text_expr(&path).sql;
+    let hash = fnv1a(path.dotted().as_bytes());
+    let sql = format!(
+        "CREATE INDEX IF NOT EXISTS persist_rix_{hash:016x} ON persist_records (store_id, coll, {value});
+         CREATE INDEX IF NOT EXISTS persist_rixs_{hash:016x} ON persist_records (store_id, coll, {text});"
+    );
+    write!(inner, c => {
+        c.batch_execute("BEGIN").await.map_err(pg_err)?;
+        let res = async {
+            c.execute("SELECT pg_advisory_xact_lock($1, 1)", &[&LOCK_CLASS]).await.map_err(pg_err)?;
+            c.batch_execute(&sql).await.map_err(pg_err)
+        }.await;
+        match res {
+            Ok(()) => c.batch_execute("COMMIT").await.map_err(pg_err),
+            Err(e) => {
+                let _ = c.batch_execute("ROLLBACK").await;
+                Err(e)
+            }
+        }
+    })
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
