@@ -68,6 +68,8 @@ export interface P2PConfig {
 export interface CustomConfig {
   name: string;
   adapter: PersistAdapter;
+  /** How long one call into the adapter may take before it rejects with TIMEOUT; default 30000. */
+  timeoutMs?: number;
 }
 
 /** Four calls that carry every namespace of a store. */

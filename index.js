@@ -38,12 +38,31 @@ function fail(code, message, cause) {
   return new PersistError(code, message, cause === undefined ? undefined : { cause })
 }
 
+// What custom adapters threw, kept until the PersistError that carries it as `cause` is made.
+// Bounded: an entry whose error never reaches JS (a failed rollback, say) is dropped eventually.
+const causes = new Map()
+let nextCauseRef = 1
+const MAX_CAUSES = 10000
+
+function keepCause(value) {
+  const ref = nextCauseRef++
+  if (nextCauseRef > 0xfffffff0) nextCauseRef = 1
+  causes.set(ref, value)
+  if (causes.size > MAX_CAUSES) causes.delete(causes.keys().next().value)
+  return ref
+}
+
 /** Turns whatever the native layer threw into a PersistError. */
 function fromNative(err) {
   if (err instanceof PersistError) return err
   const message = err && typeof err.message === 'string' ? err.message : String(err)
   if (message.startsWith(ERROR_TAG)) {
     const body = JSON.parse(message.slice(ERROR_TAG.length))
+    if (body.causeRef !== null && body.causeRef !== undefined && causes.has(body.causeRef)) {
+      const cause = causes.get(body.causeRef)
+      causes.delete(body.causeRef)
+      return fail(body.code, body.message, cause)
+    }
     return fail(body.code, body.message)
   }
   // A napi conversion failure or a Rust panic caught by napi: a bug, never a crash.
@@ -691,6 +710,96 @@ class Store {
   }
 }
 
+// ---- custom adapters ----
+
+const LIST_PAGE = 256
+
+class AdapterShapeError extends TypeError {}
+
+/** The adapter's `list(prefix)` result as an iterator, whatever of the allowed shapes it is. */
+async function openList(list, prefix) {
+  let result = list(prefix)
+  if (result !== null && typeof result === 'object' && typeof result.then === 'function') result = await result
+  if (result === undefined || result === null) return [][Symbol.iterator]()
+  if (typeof result[Symbol.asyncIterator] === 'function') return result[Symbol.asyncIterator]()
+  if (typeof result === 'object' && typeof result[Symbol.iterator] === 'function') return result[Symbol.iterator]()
+  throw new AdapterShapeError(`list() must return an async iterable, an iterable, an array or nothing; it returned ${describe(result)}`)
+}
+
+function valueReply(value, method) {
+  if (value === undefined || value === null) return {}
+  if (value instanceof Uint8Array) return { bytes: Buffer.from(value.buffer, value.byteOffset, value.byteLength) }
+  const json = JSON.stringify(value)
+  if (json === undefined) throw new AdapterShapeError(`${method} returned ${describe(value)}, which is not JSON`)
+  return { json }
+}
+
+/**
+ * The one function the native layer calls for a custom adapter. It never throws: every
+ * failure (a sync throw, a rejection, a result of the wrong shape) becomes `{ error, causeRef }`.
+ */
+function adapterDispatcher(adapter) {
+  const get = adapter.get.bind(adapter)
+  const put = adapter.put.bind(adapter)
+  const del = adapter.delete.bind(adapter)
+  const list = adapter.list.bind(adapter)
+  const lists = new Map()
+  let nextList = 1
+  return async (call) => {
+    try {
+      switch (call.op) {
+        case 'get':
+          return valueReply(await get(call.key), 'get()')
+        case 'put':
+          await put(call.key, call.bytes ?? JSON.parse(call.json))
+          return {}
+        case 'delete':
+          await del(call.key)
+          return {}
+        case 'listOpen': {
+          const id = nextList++
+          lists.set(id, await openList(list, call.key))
+          return { list: id }
+        }
+        case 'listNext': {
+          const iterator = lists.get(call.list)
+          if (!iterator) return { items: '[]', done: true }
+          const items = []
+          let done = false
+          while (items.length < LIST_PAGE) {
+            const step = await iterator.next()
+            if (step.done) {
+              done = true
+              break
+            }
+            const item = step.value
+            if (item === null || typeof item !== 'object' || typeof item.key !== 'string') {
+              throw new AdapterShapeError(`list() must yield { key: string, value } objects; it yielded ${describe(item)}`)
+            }
+            if (!item.key.startsWith(call.key)) continue
+            const json = item.value === undefined ? 'null' : JSON.stringify(item.value)
+            items.push([item.key, JSON.parse(json ?? 'null')])
+          }
+          if (done) lists.delete(call.list)
+          return { items: JSON.stringify(items), done }
+        }
+        case 'listClose': {
+          const iterator = lists.get(call.list)
+          lists.delete(call.list)
+          if (iterator && typeof iterator.return === 'function') await iterator.return()
+          return {}
+        }
+        default:
+          return { error: `unknown adapter call ${call.op}` }
+      }
+    } catch (err) {
+      if (call.op === 'listNext') lists.delete(call.list)
+      const message = err instanceof Error ? err.message : describe(err)
+      return { error: message, causeRef: keepCause(err) }
+    }
+  }
+}
+
 /** The config the core validates: JSON, with a custom adapter object replaced by a marker. */
 function configJson(config) {
   if (config === null || typeof config !== 'object' || Array.isArray(config)) {
@@ -712,6 +821,10 @@ function createStore(config) {
   return guard(async () => {
     if (!native) throw fail('INTERNAL', `the native addon of @cuitty/persist could not be loaded: ${loadError && loadError.message}`, loadError)
     const json = configJson(config)
+    const adapter = config.adapter
+    if (adapter !== null && typeof adapter === 'object' && ['get', 'put', 'delete', 'list'].every((m) => typeof adapter[m] === 'function')) {
+      return new Store(await native.openCustomStore(json, process.cwd(), adapterDispatcher(adapter)))
+    }
     return new Store(await native.openStore(json, process.cwd()))
   })
 }

@@ -23,8 +23,11 @@ pub enum AdapterConfig {
     Postgres(PostgresConfig),
     S3(S3Config),
     P2p(P2pConfig),
-    /// A JavaScript object implementing `PersistAdapter` (the binding checked nothing else).
-    Custom,
+    /// A JavaScript object implementing `PersistAdapter`; each call into it is bounded by
+    /// `timeout_ms` (config `timeoutMs`, default 30 s).
+    Custom {
+        timeout_ms: u64,
+    },
 }
 
 impl AdapterConfig {
@@ -34,7 +37,7 @@ impl AdapterConfig {
             AdapterConfig::Postgres(_) => "postgres",
             AdapterConfig::S3(_) => "s3",
             AdapterConfig::P2p(_) => "p2p",
-            AdapterConfig::Custom => "custom",
+            AdapterConfig::Custom { .. } => "custom",
         }
     }
 }
@@ -104,6 +107,9 @@ pub struct P2pConfig {
     pub path: Option<String>,
     pub listen: Vec<String>,
 }
+
+/// How long one call into a custom adapter may take before it fails with TIMEOUT.
+pub const DEFAULT_ADAPTER_TIMEOUT_MS: u64 = 30_000;
 
 fn bad(message: String) -> PersistError {
     PersistError::invalid_config(message)
@@ -292,7 +298,7 @@ fn parse_custom(
     obj: &Map<String, Value>,
     methods: Option<&Value>,
 ) -> Result<StoreConfig> {
-    Fields::new("custom adapter", "", obj, &["name", "adapter"])?;
+    let f = Fields::new("custom adapter", "", obj, &["name", "adapter", "timeoutMs"])?;
     for method in ["get", "put", "delete", "list"] {
         let present = methods
             .and_then(|m| m.get(method))
@@ -304,9 +310,12 @@ fn parse_custom(
             )));
         }
     }
+    let timeout_ms = f
+        .integer("timeoutMs", 1, 24 * 3600 * 1000)?
+        .unwrap_or(DEFAULT_ADAPTER_TIMEOUT_MS);
     Ok(StoreConfig {
         name,
-        adapter: AdapterConfig::Custom,
+        adapter: AdapterConfig::Custom { timeout_ms },
     })
 }
 

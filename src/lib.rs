@@ -6,6 +6,7 @@ pub mod backend;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod keyspace;
 pub mod model;
 pub mod postgres;
 pub mod query;

@@ -12,6 +12,7 @@ use crate::backend::{Backend, BlobReader, BlobUpload};
 use crate::clock::new_id;
 use crate::config::{self, AdapterConfig, StoreConfig};
 use crate::error::{PersistError, Result};
+use crate::keyspace::{KeyValue, KeyspaceBackend};
 use crate::model::*;
 use crate::query::{self, FieldPath};
 use crate::sqlite::SqliteBackend;
@@ -45,6 +46,25 @@ impl Store {
             .map_err(|e| PersistError::invalid_config(e.message))
             .and_then(|v| config::parse(&v, cwd))?;
         Self::open_config(config).await
+    }
+
+    /// Opens a store over a custom adapter. `make` builds the `KeyValue` once the config is
+    /// known to be a valid custom config; it receives the per-call timeout.
+    pub async fn open_custom(
+        config_json: &str,
+        cwd: &Path,
+        make: impl FnOnce(Duration) -> Arc<dyn KeyValue>,
+    ) -> Result<Store> {
+        let config = parse_json("config", config_json)
+            .map_err(|e| PersistError::invalid_config(e.message))
+            .and_then(|v| config::parse(&v, cwd))?;
+        let AdapterConfig::Custom { timeout_ms } = config.adapter else {
+            return Err(PersistError::invalid_config(
+                "createStore: \"adapter\" must be an object implementing PersistAdapter",
+            ));
+        };
+        let backend = KeyspaceBackend::new(make(Duration::from_millis(timeout_ms)));
+        Ok(Store::with_backend(config.name, Arc::new(backend)))
     }
 
     pub async fn open_config(config: StoreConfig) -> Result<Store> {

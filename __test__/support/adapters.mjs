@@ -11,6 +11,7 @@
 //   caps.kind                         the value expected in `store.adapter`.
 //   caps.persistent                   data survives close() + open() of the same name/location.
 import { createStore } from "@cuitty/persist";
+import { customAdapters } from "./custom-adapters.mjs";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -57,6 +58,7 @@ export const adapters = [
       return createStore(pgConfig(storeName, location));
     },
   },
+  ...customAdapters,
 ];
 
 export const PG_CONNECTION = {

@@ -6,6 +6,7 @@
 //! index.js turns into a `PersistError`; anything else reaching JS (a napi conversion failure, a
 //! panic caught by napi) becomes `INTERNAL` there.
 
+mod js_adapter;
 mod json;
 
 use std::collections::BTreeMap;
@@ -79,6 +80,24 @@ pub async fn open_store(config: String, cwd: String) -> Result<NativeStore> {
     let store = Store::open(&config, std::path::Path::new(&cwd))
         .await
         .js()?;
+    Ok(NativeStore {
+        store: Arc::new(store),
+    })
+}
+
+/// Opens a store over a custom adapter: `dispatch` is index.js's dispatcher for the user's
+/// object (see `js_adapter`).
+#[napi]
+pub async fn open_custom_store(
+    config: String,
+    cwd: String,
+    dispatch: js_adapter::Dispatch,
+) -> Result<NativeStore> {
+    let store = Store::open_custom(&config, std::path::Path::new(&cwd), |timeout| {
+        Arc::new(js_adapter::JsKeyValue::new(dispatch, timeout))
+    })
+    .await
+    .js()?;
     Ok(NativeStore {
         store: Arc::new(store),
     })

@@ -1,0 +1,1054 @@
+//! The generic backend: every namespace of a store built on four calls (`KeyValue`: get, put,
+//! delete, list by prefix), the `PersistAdapter` contract. JavaScript custom adapters and S3
+//! implement `KeyValue`; SQLite, Postgres and P2P implement `Backend` natively instead.
+//!
+//! What a four-call store cannot give, this layer gives within one process: per-key locks make
+//! compare-and-set, `update` and event seq allocation atomic against other calls of the same
+//! store object; `setMany` and multi-event appends become visible all at once (events through
+//! the stream head written last) or are rolled back. Several processes sharing one custom
+//! adapter get none of that from us: see the README.
+
+mod layout;
+mod memory;
+
+pub use layout::{escape, unescape};
+pub use memory::MemoryKeyValue;
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::backend::{Backend, BlobReader, BlobUpload};
+use crate::clock::{iso8601, new_id, new_version, now_ms};
+use crate::error::{PersistError, Result};
+use crate::model::*;
+use crate::query::{compare_docs, FieldPath, Filter, SortKey};
+use crate::records::merge_patch;
+
+/// A value in a `KeyValue` store: JSON text, or bytes (blob chunks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    Json(String),
+    Bytes(Vec<u8>),
+}
+
+/// The four calls of `PersistAdapter`.
+#[async_trait]
+pub trait KeyValue: Send + Sync + 'static {
+    /// The store's `adapter` name (`"custom"`, `"s3"`).
+    fn kind(&self) -> &'static str;
+    async fn get(&self, key: &str) -> Result<Option<Stored>>;
+    async fn put(&self, key: &str, value: Stored) -> Result<()>;
+    async fn delete(&self, key: &str) -> Result<()>;
+    /// Every entry whose key starts with `prefix`, in pages, in any order.
+    async fn list(&self, prefix: &str) -> Result<Box<dyn KeyLister>>;
+    /// Releases what the store holds; the default has nothing to release.
+    async fn close(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Pages of a `list`; `None` when done.
+#[async_trait]
+pub trait KeyLister: Send {
+    async fn next_page(&mut self) -> Result<Option<Vec<(String, Stored)>>>;
+}
+
+/// Bytes per chunk entry of a blob body.
+pub const CHUNK: usize = 256 * 1024;
+/// How often `ev_wait` looks at a stream head for appends made by other store objects.
+const EVENT_POLL: Duration = Duration::from_millis(250);
+
+fn corrupt(key: &str, what: impl std::fmt::Display) -> PersistError {
+    PersistError::new(
+        crate::error::ErrorCode::Adapter,
+        format!("the adapter returned an unreadable value for {key:?}: {what}"),
+    )
+}
+
+fn json_of(key: &str, stored: Stored) -> Result<String> {
+    match stored {
+        Stored::Json(json) => Ok(json),
+        Stored::Bytes(_) => Err(corrupt(key, "bytes where JSON was stored")),
+    }
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(key: &str, json: &str) -> Result<T> {
+    serde_json::from_str(json).map_err(|e| corrupt(key, e))
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| PersistError::internal(e.to_string()))
+}
+
+#[derive(Serialize, Deserialize)]
+struct KvRecord {
+    value: Box<RawValue>,
+    version: String,
+    #[serde(rename = "expiresAt", skip_serializing_if = "Option::is_none", default)]
+    expires_at: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DocRecord {
+    id: String,
+    version: u64,
+    #[serde(rename = "createdAt")]
+    created_at: String,
+    #[serde(rename = "updatedAt")]
+    updated_at: String,
+    data: Box<RawValue>,
+}
+
+impl DocRecord {
+    fn into_doc(self) -> Doc {
+        Doc {
+            id: self.id,
+            version: self.version,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            data: self.data.get().to_string(),
+        }
+    }
+    fn from_doc(doc: &Doc) -> Result<Self> {
+        Ok(DocRecord {
+            id: doc.id.clone(),
+            version: doc.version,
+            created_at: doc.created_at.clone(),
+            updated_at: doc.updated_at.clone(),
+            data: raw(&doc.data)?,
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone)]
+struct BlobRecord {
+    size: u64,
+    #[serde(rename = "contentType")]
+    content_type: String,
+    etag: String,
+    metadata: std::collections::BTreeMap<String, String>,
+    #[serde(rename = "updatedAt")]
+    updated_at: String,
+    body: String,
+    chunks: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct EventRecord {
+    #[serde(rename = "type")]
+    kind: String,
+    data: Box<RawValue>,
+    time: String,
+    id: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StreamHead {
+    #[serde(rename = "lastSeq")]
+    last_seq: u64,
+}
+
+fn raw(json: &str) -> Result<Box<RawValue>> {
+    RawValue::from_string(json.to_string())
+        .map_err(|e| PersistError::invalid_value(format!("not valid JSON: {e}")))
+}
+
+/// In-process locks by key. An entry lives while someone holds or waits for it.
+#[derive(Default)]
+struct KeyLocks {
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+struct KeyGuard<'a> {
+    locks: &'a KeyLocks,
+    key: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for KeyGuard<'_> {
+    fn drop(&mut self) {
+        self.guard.take();
+        let mut map = self.locks.locks.lock().unwrap_or_else(|e| e.into_inner());
+        if map
+            .get(&self.key)
+            .is_some_and(|m| Arc::strong_count(m) == 1)
+        {
+            map.remove(&self.key);
+        }
+    }
+}
+
+impl KeyLocks {
+    async fn lock(&self, key: String) -> KeyGuard<'_> {
+        let mutex = {
+            let mut map = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+            map.entry(key.clone()).or_default().clone()
+        };
+        let guard = mutex.lock_owned().await;
+        KeyGuard {
+            locks: self,
+            key,
+            guard: Some(guard),
+        }
+    }
+}
+
+/// Keeps the `limit` smallest items seen under `cmp`, in order, without holding the rest.
+struct TopK<T, F: Fn(&T, &T) -> Ordering> {
+    items: Vec<T>,
+    limit: usize,
+    cmp: F,
+}
+
+impl<T, F: Fn(&T, &T) -> Ordering> TopK<T, F> {
+    fn new(limit: usize, cmp: F) -> Self {
+        TopK {
+            items: Vec::new(),
+            limit,
+            cmp,
+        }
+    }
+    fn offer(&mut self, item: T) {
+        if self.limit == 0 {
+            return;
+        }
+        if self.items.len() == self.limit
+            && (self.cmp)(&item, self.items.last().expect("non-empty")) != Ordering::Less
+        {
+            return;
+        }
+        let at = self
+            .items
+            .partition_point(|x| (self.cmp)(x, &item) != Ordering::Greater);
+        self.items.insert(at, item);
+        self.items.truncate(self.limit);
+    }
+}
+
+pub struct KeyspaceBackend {
+    inner: Arc<Inner>,
+}
+
+/// The backend's state; blob uploads hold it too, since they outlive the `blob_put` call.
+pub struct Inner {
+    store: Arc<dyn KeyValue>,
+    locks: KeyLocks,
+    changed: tokio::sync::watch::Sender<u64>,
+}
+
+impl std::ops::Deref for KeyspaceBackend {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+impl KeyspaceBackend {
+    pub fn new(store: Arc<dyn KeyValue>) -> Self {
+        let inner = Inner {
+            store,
+            locks: KeyLocks::default(),
+            changed: tokio::sync::watch::channel(0).0,
+        };
+        KeyspaceBackend {
+            inner: Arc::new(inner),
+        }
+    }
+}
+
+impl Inner {
+    async fn get_json(&self, key: &str) -> Result<Option<String>> {
+        self.store
+            .get(key)
+            .await?
+            .map(|s| json_of(key, s))
+            .transpose()
+    }
+
+    async fn put_json(&self, key: &str, json: String) -> Result<()> {
+        self.store.put(key, Stored::Json(json)).await
+    }
+
+    /// Visits every listed entry under `prefix`.
+    async fn scan(
+        &self,
+        prefix: &str,
+        mut visit: impl FnMut(String, Stored) -> Result<()> + Send,
+    ) -> Result<()> {
+        let mut lister = self.store.list(prefix).await?;
+        while let Some(page) = lister.next_page().await? {
+            for (key, value) in page {
+                if key.starts_with(prefix) {
+                    visit(key, value)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn kv_live(&self, key: &str, now: i64) -> Result<Option<KvEntry>> {
+        let stored_key = layout::kv(key);
+        let Some(json) = self.get_json(&stored_key).await? else {
+            return Ok(None);
+        };
+        let rec: KvRecord = parse(&stored_key, &json)?;
+        if rec.expires_at.is_some_and(|at| at <= now) {
+            return Ok(None);
+        }
+        Ok(Some(KvEntry {
+            key: key.to_string(),
+            value: rec.value.get().to_string(),
+            version: rec.version,
+            expires_at: rec.expires_at,
+        }))
+    }
+
+    async fn kv_write(&self, set: KvSet) -> Result<KvEntry> {
+        let now = now_ms();
+        let entry = KvEntry {
+            key: set.key,
+            value: set.value,
+            version: new_version(),
+            expires_at: set.ttl_ms.map(|ttl| now.saturating_add(ttl as i64)),
+        };
+        let rec = KvRecord {
+            value: raw(&entry.value)?,
+            version: entry.version.clone(),
+            expires_at: entry.expires_at,
+        };
+        self.put_json(&layout::kv(&entry.key), to_json(&rec)?)
+            .await?;
+        Ok(entry)
+    }
+
+    async fn doc(&self, coll: &str, id: &str) -> Result<Option<Doc>> {
+        let key = layout::record(coll, id);
+        Ok(match self.get_json(&key).await? {
+            Some(json) => Some(parse::<DocRecord>(&key, &json)?.into_doc()),
+            None => None,
+        })
+    }
+
+    async fn write_doc(&self, coll: &str, doc: &Doc) -> Result<()> {
+        self.put_json(
+            &layout::record(coll, &doc.id),
+            to_json(&DocRecord::from_doc(doc)?)?,
+        )
+        .await
+    }
+
+    async fn blob_record(&self, key: &str) -> Result<Option<BlobRecord>> {
+        let stored_key = layout::blob(key);
+        match self.get_json(&stored_key).await? {
+            Some(json) => Ok(Some(parse(&stored_key, &json)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn drop_body(&self, body: &str, chunks: u64) -> Result<()> {
+        for index in 0..chunks {
+            self.store.delete(&layout::chunk(body, index)).await?;
+        }
+        Ok(())
+    }
+
+    async fn last_seq(&self, stream: &str) -> Result<u64> {
+        let key = layout::stream_head(stream);
+        Ok(match self.get_json(&key).await? {
+            Some(json) => parse::<StreamHead>(&key, &json)?.last_seq,
+            None => 0,
+        })
+    }
+
+    /// Collects matching documents of a collection as (doc, parsed data).
+    async fn matching_docs(
+        &self,
+        coll: &str,
+        filter: Option<&Filter>,
+    ) -> Result<Vec<(Doc, serde_json::Value)>> {
+        let mut out = Vec::new();
+        self.scan(&layout::records_of(coll), |key, value| {
+            let doc = parse::<DocRecord>(&key, &json_of(&key, value)?)?.into_doc();
+            let data: serde_json::Value = parse(&key, &doc.data)?;
+            if filter.is_none_or(|f| f.matches(&data)) {
+                out.push((doc, data));
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(out)
+    }
+}
+
+fn doc_conflict(current: Option<&Doc>, cond: &IfVersion<u64>, coll: &str, id: &str) -> Result<()> {
+    let ok = match (cond, current) {
+        (IfVersion::Any, _) | (IfVersion::Absent, None) => true,
+        (IfVersion::Is(v), Some(doc)) => doc.version == *v,
+        _ => false,
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(PersistError::conflict(match cond {
+        IfVersion::Absent => format!("record {coll}/{id} already exists"),
+        _ => format!(
+            "record {coll}/{id}: ifVersion does not match (the record is {})",
+            current.map_or("absent".to_string(), |d| format!(
+                "at version {}",
+                d.version
+            ))
+        ),
+    }))
+}
+
+fn kv_conflict(current: Option<&KvEntry>, cond: &IfVersion<String>, key: &str) -> Result<()> {
+    let ok = match (cond, current) {
+        (IfVersion::Any, _) | (IfVersion::Absent, None) => true,
+        (IfVersion::Is(v), Some(cur)) => &cur.version == v,
+        _ => false,
+    };
+    if ok {
+        return Ok(());
+    }
+    let found = current.map_or("absent".to_string(), |c| format!("version {}", c.version));
+    Err(PersistError::conflict(format!(
+        "kv key {key:?}: ifVersion does not match (the key is {found})"
+    )))
+}
+
+fn range_order(reverse: bool) -> impl Fn(&String, &String) -> Ordering {
+    move |a: &String, b: &String| if reverse { b.cmp(a) } else { a.cmp(b) }
+}
+
+#[async_trait]
+impl Backend for KeyspaceBackend {
+    fn kind(&self) -> &'static str {
+        self.store.kind()
+    }
+
+    // ---- kv ----
+
+    async fn kv_get_many(&self, keys: Vec<String>) -> Result<Vec<Option<KvEntry>>> {
+        let now = now_ms();
+        futures::future::try_join_all(keys.iter().map(|k| self.kv_live(k, now))).await
+    }
+
+    async fn kv_set(&self, set: KvSet) -> Result<KvEntry> {
+        let _guard = self.locks.lock(layout::kv(&set.key)).await;
+        if set.if_version != IfVersion::Any {
+            let current = self.kv_live(&set.key, now_ms()).await?;
+            kv_conflict(current.as_ref(), &set.if_version, &set.key)?;
+        }
+        self.kv_write(set).await
+    }
+
+    async fn kv_set_many(&self, sets: Vec<KvSet>) -> Result<()> {
+        // Lock every key (in a fixed order, so two setMany calls cannot deadlock), remember
+        // what was there, write; on a failure put the previous values back.
+        let mut keys: Vec<String> = sets.iter().map(|s| layout::kv(&s.key)).collect();
+        keys.sort();
+        keys.dedup();
+        let mut guards = Vec::with_capacity(keys.len());
+        for key in &keys {
+            guards.push(self.locks.lock(key.clone()).await);
+        }
+        let mut previous = Vec::with_capacity(keys.len());
+        for key in &keys {
+            previous.push((key.clone(), self.store.get(key).await?));
+        }
+        for set in sets {
+            if let Err(err) = self.kv_write(set).await {
+                for (key, old) in previous {
+                    let _ = match old {
+                        Some(value) => self.store.put(&key, value).await,
+                        None => self.store.delete(&key).await,
+                    };
+                }
+                return Err(err);
+            }
+        }
+        Ok(())
+    }
+
+    async fn kv_delete(&self, key: String, if_version: Option<String>) -> Result<bool> {
+        let stored_key = layout::kv(&key);
+        let _guard = self.locks.lock(stored_key.clone()).await;
+        let current = self.kv_live(&key, now_ms()).await?;
+        if let Some(v) = if_version {
+            kv_conflict(current.as_ref(), &IfVersion::Is(v), &key)?;
+        }
+        self.store.delete(&stored_key).await?;
+        Ok(current.is_some())
+    }
+
+    async fn kv_list_page(
+        &self,
+        range: KvRange,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<KvEntry>> {
+        let prefix = layout::kv_prefix(&range.prefix);
+        let order = range_order(range.reverse);
+        let mut best = TopK::new(limit, |a: &KvEntry, b: &KvEntry| order(&a.key, &b.key));
+        let now = now_ms();
+        self.scan(&prefix, |stored_key, value| {
+            let Some(key) = layout::user_part(&stored_key, "kv/") else {
+                return Ok(());
+            };
+            if !range.contains(&key) {
+                return Ok(());
+            }
+            if let Some(a) = &after {
+                if order(&key, a) != Ordering::Greater {
+                    return Ok(());
+                }
+            }
+            let rec: KvRecord = parse(&stored_key, &json_of(&stored_key, value)?)?;
+            if rec.expires_at.is_some_and(|at| at <= now) {
+                return Ok(());
+            }
+            best.offer(KvEntry {
+                key,
+                value: rec.value.get().to_string(),
+                version: rec.version,
+                expires_at: rec.expires_at,
+            });
+            Ok(())
+        })
+        .await?;
+        Ok(best.items)
+    }
+
+    // ---- records ----
+
+    async fn rec_insert(&self, coll: String, id: String, data: String) -> Result<Doc> {
+        self.rec_put(coll, id, data, IfVersion::Absent).await
+    }
+
+    async fn rec_put(
+        &self,
+        coll: String,
+        id: String,
+        data: String,
+        if_version: IfVersion<u64>,
+    ) -> Result<Doc> {
+        let _guard = self.locks.lock(layout::record(&coll, &id)).await;
+        let current = self.doc(&coll, &id).await?;
+        doc_conflict(current.as_ref(), &if_version, &coll, &id)?;
+        let now = iso8601(now_ms());
+        let doc = match current {
+            Some(old) => Doc {
+                id,
+                version: old.version + 1,
+                created_at: old.created_at,
+                updated_at: now,
+                data,
+            },
+            None => Doc {
+                id,
+                version: 1,
+                created_at: now.clone(),
+                updated_at: now,
+                data,
+            },
+        };
+        self.write_doc(&coll, &doc).await?;
+        Ok(doc)
+    }
+
+    async fn rec_get(&self, coll: String, id: String) -> Result<Option<Doc>> {
+        self.doc(&coll, &id).await
+    }
+
+    async fn rec_update(
+        &self,
+        coll: String,
+        id: String,
+        patch: String,
+        if_version: Option<u64>,
+    ) -> Result<Doc> {
+        let _guard = self.locks.lock(layout::record(&coll, &id)).await;
+        let current = self
+            .doc(&coll, &id)
+            .await?
+            .ok_or_else(|| PersistError::not_found(format!("record {coll}/{id} does not exist")))?;
+        if let Some(v) = if_version {
+            doc_conflict(Some(&current), &IfVersion::Is(v), &coll, &id)?;
+        }
+        let doc = Doc {
+            data: merge_patch(&current.data, &patch)?,
+            version: current.version + 1,
+            updated_at: iso8601(now_ms()),
+            ..current
+        };
+        self.write_doc(&coll, &doc).await?;
+        Ok(doc)
+    }
+
+    async fn rec_delete(&self, coll: String, id: String, if_version: Option<u64>) -> Result<bool> {
+        let key = layout::record(&coll, &id);
+        let _guard = self.locks.lock(key.clone()).await;
+        let current = self.doc(&coll, &id).await?;
+        if let Some(v) = if_version {
+            doc_conflict(current.as_ref(), &IfVersion::Is(v), &coll, &id)?;
+        }
+        self.store.delete(&key).await?;
+        Ok(current.is_some())
+    }
+
+    async fn rec_find_page(
+        &self,
+        coll: String,
+        filter: Option<Filter>,
+        order: Vec<SortKey>,
+        after: Option<FindCursor>,
+        limit: usize,
+    ) -> Result<Vec<Doc>> {
+        let cmp = |a: &(Doc, serde_json::Value), b: &(Doc, serde_json::Value)| {
+            compare_docs(&order, &a.0.id, &a.1, &b.0.id, &b.1)
+        };
+        let mut best = TopK::new(limit, cmp);
+        for item in self.matching_docs(&coll, filter.as_ref()).await? {
+            let past_cursor = after.as_ref().is_none_or(|c| {
+                compare_docs(&order, &item.0.id, &item.1, &c.id, &c.data) == Ordering::Greater
+            });
+            if past_cursor {
+                best.offer(item);
+            }
+        }
+        Ok(best.items.into_iter().map(|(doc, _)| doc).collect())
+    }
+
+    async fn rec_count(&self, coll: String, filter: Option<Filter>) -> Result<u64> {
+        Ok(self.matching_docs(&coll, filter.as_ref()).await?.len() as u64)
+    }
+
+    /// Queries on a key-value store scan the collection; an index would change nothing but
+    /// speed, and there is nowhere to keep one, so the call only checks its argument.
+    async fn rec_ensure_index(&self, _coll: String, _path: FieldPath) -> Result<()> {
+        Ok(())
+    }
+
+    // ---- blobs ----
+
+    async fn blob_put(&self, key: String, meta: BlobMeta) -> Result<Box<dyn BlobUpload>> {
+        Ok(Box::new(Upload {
+            backend: self.inner.clone(),
+            key,
+            meta,
+            body: new_id(),
+            pending: Vec::new(),
+            chunks: 0,
+            size: 0,
+            finished: false,
+        }))
+    }
+
+    async fn blob_head(&self, key: String) -> Result<Option<BlobInfo>> {
+        Ok(self.blob_record(&key).await?.map(|rec| info_of(key, rec)))
+    }
+
+    async fn blob_read(
+        &self,
+        key: String,
+        range: ByteRange,
+    ) -> Result<Option<Box<dyn BlobReader>>> {
+        let Some(rec) = self.blob_record(&key).await? else {
+            return Ok(None);
+        };
+        let end = range.end.unwrap_or(rec.size).min(rec.size);
+        let pos = range.start.min(end);
+        Ok(Some(Box::new(Reader {
+            store: self.store.clone(),
+            body: rec.body.clone(),
+            info: info_of(key, rec),
+            pos,
+            end,
+        })))
+    }
+
+    async fn blob_delete(&self, key: String) -> Result<bool> {
+        let stored_key = layout::blob(&key);
+        let _guard = self.locks.lock(stored_key.clone()).await;
+        let Some(rec) = self.blob_record(&key).await? else {
+            return Ok(false);
+        };
+        self.store.delete(&stored_key).await?;
+        self.drop_body(&rec.body, rec.chunks).await?;
+        Ok(true)
+    }
+
+    async fn blob_list_page(
+        &self,
+        prefix: String,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<BlobInfo>> {
+        let mut best = TopK::new(limit, |a: &BlobInfo, b: &BlobInfo| a.key.cmp(&b.key));
+        self.scan(&layout::blob_prefix(&prefix), |stored_key, value| {
+            let Some(key) = layout::user_part(&stored_key, "blobs/") else {
+                return Ok(());
+            };
+            if after.as_ref().is_some_and(|a| key <= *a) {
+                return Ok(());
+            }
+            let rec: BlobRecord = parse(&stored_key, &json_of(&stored_key, value)?)?;
+            best.offer(info_of(key, rec));
+            Ok(())
+        })
+        .await?;
+        Ok(best.items)
+    }
+
+    // ---- events ----
+
+    async fn ev_append(
+        &self,
+        stream: String,
+        events: Vec<NewEvent>,
+        expected_seq: Option<u64>,
+    ) -> Result<u64> {
+        let head_key = layout::stream_head(&stream);
+        let _guard = self.locks.lock(head_key.clone()).await;
+        let last = self.last_seq(&stream).await?;
+        if let Some(expected) = expected_seq {
+            if expected != last {
+                return Err(PersistError::conflict(format!(
+                    "stream {stream:?}: expectedSeq is {expected} but the stream is at seq {last}"
+                )));
+            }
+        }
+        // Events first, the head last: readers stop at the head, so the whole array appears
+        // at once; a crash in between leaves entries past the head that the next append reuses.
+        let time = iso8601(now_ms());
+        let mut seq = last;
+        for event in events {
+            seq += 1;
+            let rec = EventRecord {
+                kind: event.kind,
+                data: raw(&event.data)?,
+                time: time.clone(),
+                id: new_id(),
+            };
+            self.put_json(&layout::event(&stream, seq), to_json(&rec)?)
+                .await?;
+        }
+        self.put_json(&head_key, to_json(&StreamHead { last_seq: seq })?)
+            .await?;
+        self.changed.send_modify(|n| *n += 1);
+        Ok(seq)
+    }
+
+    async fn ev_read_page(
+        &self,
+        stream: String,
+        from: u64,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>> {
+        let last = self.last_seq(&stream).await?;
+        let seqs: Vec<u64> = if reverse {
+            let top = from.min(last);
+            (1..=top).rev().take(limit).collect()
+        } else {
+            (from.max(1)..=last).take(limit).collect()
+        };
+        let mut out = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            let key = layout::event(&stream, seq);
+            let json = self
+                .get_json(&key)
+                .await?
+                .ok_or_else(|| corrupt(&key, "an event below the stream head is missing"))?;
+            let rec: EventRecord = parse(&key, &json)?;
+            out.push(StoredEvent {
+                stream: stream.clone(),
+                seq,
+                kind: rec.kind,
+                data: rec.data.get().to_string(),
+                time: rec.time,
+                id: rec.id,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn ev_streams_page(
+        &self,
+        prefix: String,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        let mut best = TopK::new(limit, |a: &String, b: &String| a.cmp(b));
+        self.scan(&layout::stream_prefix(&prefix), |stored_key, _| {
+            if let Some(stream) = layout::user_part(&stored_key, "streams/") {
+                if after.as_ref().is_none_or(|a| stream > *a) {
+                    best.offer(stream);
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(best.items)
+    }
+
+    async fn ev_wait(&self, stream: String, after_seq: u64, timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut changed = self.changed.subscribe();
+        loop {
+            if self.last_seq(&stream).await? > after_seq {
+                return Ok(());
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = changed.changed() => {}
+                _ = tokio::time::sleep_until((now + EVENT_POLL).min(deadline)) => {}
+            }
+        }
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.store.close().await
+    }
+}
+
+fn info_of(key: String, rec: BlobRecord) -> BlobInfo {
+    BlobInfo {
+        key,
+        size: rec.size,
+        content_type: rec.content_type,
+        etag: rec.etag,
+        metadata: rec.metadata,
+        updated_at: rec.updated_at,
+    }
+}
+
+struct Upload {
+    backend: Arc<Inner>,
+    key: String,
+    meta: BlobMeta,
+    body: String,
+    pending: Vec<u8>,
+    chunks: u64,
+    size: u64,
+    finished: bool,
+}
+
+impl Upload {
+    async fn flush(&mut self, bytes: Vec<u8>) -> Result<()> {
+        let key = layout::chunk(&self.body, self.chunks);
+        self.chunks += 1;
+        self.backend.store.put(&key, Stored::Bytes(bytes)).await
+    }
+}
+
+#[async_trait]
+impl BlobUpload for Upload {
+    async fn write(&mut self, chunk: Vec<u8>) -> Result<()> {
+        self.size += chunk.len() as u64;
+        self.pending.extend_from_slice(&chunk);
+        while self.pending.len() >= CHUNK {
+            let rest = self.pending.split_off(CHUNK);
+            let full = std::mem::replace(&mut self.pending, rest);
+            self.flush(full).await?;
+        }
+        Ok(())
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<BlobInfo> {
+        if !self.pending.is_empty() {
+            let last = std::mem::take(&mut self.pending);
+            self.flush(last).await?;
+        }
+        let rec = BlobRecord {
+            size: self.size,
+            content_type: self
+                .meta
+                .content_type
+                .clone()
+                .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_string()),
+            etag: new_version(),
+            metadata: std::mem::take(&mut self.meta.metadata),
+            updated_at: iso8601(now_ms()),
+            body: self.body.clone(),
+            chunks: self.chunks,
+        };
+        let backend = self.backend.clone();
+        let stored_key = layout::blob(&self.key);
+        let _guard = backend.locks.lock(stored_key.clone()).await;
+        let previous = backend.blob_record(&self.key).await?;
+        backend.put_json(&stored_key, to_json(&rec)?).await?;
+        self.finished = true;
+        if let Some(old) = previous {
+            // The new blob is in place; a failure here only leaves unreachable chunks behind.
+            let _ = backend.drop_body(&old.body, old.chunks).await;
+        }
+        Ok(info_of(self.key.clone(), rec))
+    }
+
+    async fn abort(mut self: Box<Self>) -> Result<()> {
+        self.finished = true;
+        self.backend.drop_body(&self.body, self.chunks).await
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if !self.finished && self.chunks > 0 {
+            // Abandoned without commit or abort: discard the chunks written so far.
+            let (backend, body, chunks) = (self.backend.clone(), self.body.clone(), self.chunks);
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { backend.drop_body(&body, chunks).await });
+            }
+        }
+    }
+}
+
+struct Reader {
+    store: Arc<dyn KeyValue>,
+    body: String,
+    info: BlobInfo,
+    pos: u64,
+    end: u64,
+}
+
+#[async_trait]
+impl BlobReader for Reader {
+    fn info(&self) -> &BlobInfo {
+        &self.info
+    }
+
+    async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>> {
+        if self.pos >= self.end {
+            return Ok(None);
+        }
+        let index = self.pos / CHUNK as u64;
+        let offset = (self.pos % CHUNK as u64) as usize;
+        let want = ((self.end - self.pos) as usize).min(CHUNK - offset);
+        let key = layout::chunk(&self.body, index);
+        let bytes = match self.store.get(&key).await? {
+            Some(Stored::Bytes(bytes)) => bytes,
+            Some(Stored::Json(_)) => {
+                return Err(corrupt(&key, "JSON where blob bytes were stored"))
+            }
+            None => {
+                return Err(PersistError::not_found(format!(
+                    "blob {:?} was replaced or deleted while being read",
+                    self.info.key
+                )))
+            }
+        };
+        if bytes.len() < offset + want {
+            return Err(corrupt(&key, "a blob chunk is shorter than recorded"));
+        }
+        self.pos += want as u64;
+        Ok(Some(bytes[offset..offset + want].to_vec()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn store() -> (Store, Arc<MemoryKeyValue>) {
+        let kv = Arc::new(MemoryKeyValue::default());
+        (Store::with_backend("t".into(), Arc::new(KeyspaceBackend::new(kv.clone()))), kv)
+    }
+
+    #[tokio::test]
+    async fn kv_lists_in_byte_order_across_pages_and_honours_ttl() {
+        let (s, _) = store();
+        for key in ["b", "a/x", "a.y", "é", "a", "c"] {
+            s.kv_set(key.into(), "1".into(), None, IfVersion::Any).await.unwrap();
+        }
+        s.kv_set("gone".into(), "1".into(), Some(1.0), IfVersion::Any).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = s.kv_list_page(KvRange::default(), after.clone(), 2).await.unwrap();
+            if page.is_empty() {
+                break;
+            }
+            after = page.last().map(|e| e.key.clone());
+            seen.extend(page.into_iter().map(|e| e.key));
+        }
+        assert_eq!(seen, ["a", "a.y", "a/x", "b", "c", "é"]);
+        let range = KvRange { prefix: "a".into(), reverse: true, ..Default::default() };
+        let page = s.kv_list_page(range, None, 10).await.unwrap();
+        assert_eq!(page.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(), ["a/x", "a.y", "a"]);
+    }
+
+    #[tokio::test]
+    async fn compare_and_set_and_versions() {
+        let (s, _) = store();
+        let first = s.kv_set("k".into(), "1".into(), None, IfVersion::Absent).await.unwrap();
+        let err = s.kv_set("k".into(), "2".into(), None, IfVersion::Absent).await.unwrap_err();
+        assert_eq!(err.code, crate::error::ErrorCode::Conflict);
+        let second = s.kv_set("k".into(), "2".into(), None, IfVersion::Is(first.version.clone())).await.unwrap();
+        assert_ne!(first.version, second.version);
+        assert!(s.kv_delete("k".into(), Some(first.version)).await.is_err());
+        assert!(s.kv_delete("k".into(), Some(second.version)).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn concurrent_appends_are_gapless() {
+        let (s, _) = store();
+        let s = Arc::new(s);
+        let tasks: Vec<_> = (0..50)
+            .map(|i| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let e = NewEvent { kind: "e".into(), data: i.to_string() };
+                    s.ev_append("st".into(), vec![e.clone(), e], None).await.unwrap()
+                })
+            })
+            .collect();
+        let mut lasts: Vec<u64> = Vec::new();
+        for t in tasks {
+            lasts.push(t.await.unwrap());
+        }
+        lasts.sort();
+        assert_eq!(lasts, (1..=50).map(|i| i * 2).collect::<Vec<u64>>());
+        let events = s.ev_read_page("st".into(), 1, false, 1000).await.unwrap();
+        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=100).collect::<Vec<u64>>());
+        // Both events of one append sit next to each other.
+        for pair in events.chunks(2) {
+            assert_eq!(pair[0].data, pair[1].data);
+        }
+    }
+
+    #[tokio::test]
+    async fn blobs_are_chunked_and_replaced_whole() {
+        let (s, kv) = store();
+        let body: Vec<u8> = (0..(CHUNK * 2 + 10)).map(|i| (i % 251) as u8).collect();
+        let mut up = s.blob_put("f".into(), BlobMeta::default()).await.unwrap();
+        up.write(body[..1000].to_vec()).await.unwrap();
+        up.write(body[1000..].to_vec()).await.unwrap();
+        let info = up.commit().await.unwrap();
+        assert_eq!(info.size as usize, body.len());
+        assert_eq!(kv.keys().iter().filter(|k| k.starts_with("chunks/")).count(), 3);
+        let mut reader = s.blob_read("f".into(), ByteRange { start: CHUNK as u64 - 5, end: Some(CHUNK as u64 + 5) }).await.unwrap().unwrap();
+        let mut got = Vec::new();
+        while let Some(c) = reader.next_chunk().await.unwrap() {
+            got.extend(c);
+        }
+        assert_eq!(got, body[CHUNK - 5..CHUNK + 5]);
+        // An aborted replacement leaves the old blob and no stray chunks.
+        let mut up = s.blob_put("f".into(), BlobMeta::default()).await.unwrap();
+        up.write(vec![1; CHUNK + 1]).await.unwrap();
+        up.abort().await.unwrap();
+        assert_eq!(s.blob_head("f".into()).await.unwrap().unwrap().etag, info.etag);
+        assert_eq!(kv.keys().iter().filter(|k| k.starts_with("chunks/")).count(), 3);
+    }
+}
