@@ -1,0 +1,209 @@
+// Postgres-specific behaviour: pool size, several processes on one stream, live delivery across
+// processes, authentication errors without the password, a server restart mid-workload, and
+// the config shape of docs/storage-adapters.md. Needs scripts/ensure-postgres.sh (scripts/test.sh
+// runs it); with CI=true an unreachable server is a failure, never a skip.
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { inspect } from "node:util";
+import { before, describe, it } from "node:test";
+import { createStore, PersistError } from "@cuitty/persist";
+import { adapters, isCI, pgConfig, pgPsql, pgSchema, PG_CONNECTION } from "./support/adapters.mjs";
+import { randomName, sleep, waitUntil, collect } from "./support/util.mjs";
+import { spawnNodeLines, supportScript } from "./support/proc.mjs";
+
+const pg = adapters.find((a) => a.name === "postgres");
+const status = await pg.available();
+const skip = !status.ok && !isCI && process.env.PERSIST_ADAPTERS !== "postgres" ? `postgres unavailable: ${status.reason}` : false;
+
+function runAppender(schema, name, stream, count, delayMs, batch) {
+  const acks = [];
+  const proc = spawnNodeLines(supportScript("pg-append-child.mjs"),
+    [schema, name, stream, String(count), String(delayMs), String(batch)], (line) => {
+      const [kind, seq] = line.split(" ");
+      if (kind === "ack") acks.push(Number(seq));
+    });
+  return proc.exited.then(({ code, signal }) => {
+    assert.equal(code, 0, `appender failed (signal ${signal}):\n${proc.stderr().slice(-3000)}`);
+    return acks;
+  });
+}
+
+/** Connections of this schema's pool (the application_name the adapter sets). */
+function poolConnections(schema) {
+  return Number(pgPsql(`SELECT count(*) FROM pg_stat_activity WHERE application_name = 'cuitty-persist/${schema}'`).trim());
+}
+
+describe("postgres adapter", { skip }, () => {
+  before(() => { if (!status.ok) assert.fail(`postgres unavailable: ${status.reason}`); });
+
+  it("the docs snippet's config shape works (password from the environment)", async () => {
+    const store = await createStore({
+      name: randomName("docs"),
+      adapter: "postgres",
+      connection: {
+        host: "localhost",
+        port: 5432,
+        database: "persist",
+        user: "persist",
+        password: process.env.PG_PASSWORD ?? "persist",
+      },
+      schema: pgSchema("docs"),
+      pool: { max: 20 },
+    });
+    try {
+      assert.equal(store.adapter, "postgres");
+      await store.kv.set("k", { v: 1 });
+      assert.deepEqual(await store.kv.get("k"), { v: 1 });
+    } finally { await store.close(); }
+    // The connection-string form too.
+    const url = `postgres://persist:${encodeURIComponent(PG_CONNECTION.password)}@127.0.0.1:5432/persist`;
+    const s2 = await createStore({ name: randomName("url"), adapter: "postgres", connection: url, schema: pgSchema("docs") });
+    await s2.kv.set("x", 1);
+    assert.equal(await s2.kv.get("x"), 1);
+    await s2.close();
+  });
+
+  it("ssl: \"require\" is rejected with INVALID_CONFIG (no TLS built in)", async () => {
+    await assert.rejects(createStore({ ...pgConfig("ssl"), connection: { ...PG_CONNECTION, ssl: "require" } }),
+      (e) => e instanceof PersistError && e.code === "INVALID_CONFIG" && /TLS/.test(e.message));
+  });
+
+  it("a wrong password gives CONNECTION quickly, without the password anywhere", async () => {
+    const secret = "Wr0ng-Secret-" + randomName("pw");
+    const started = Date.now();
+    let err;
+    try {
+      await createStore({ ...pgConfig("auth"), connection: { ...PG_CONNECTION, password: secret } });
+    } catch (e) { err = e; }
+    assert.ok(err instanceof PersistError, `expected a PersistError, got ${err}`);
+    assert.equal(err.code, "CONNECTION", err.message);
+    assert.ok(Date.now() - started < 10_000, "took too long");
+    for (const text of [err.message, String(err.stack), inspect(err, { depth: 5 }), JSON.stringify(err)]) {
+      assert.ok(!text.includes(secret), `password leaked: ${text}`);
+    }
+    // Unreachable server: CONNECTION or TIMEOUT, bounded.
+    const t0 = Date.now();
+    await assert.rejects(createStore({ ...pgConfig("down"), connection: { ...PG_CONNECTION, port: 1, password: secret } }),
+      (e) => e instanceof PersistError && ["CONNECTION", "TIMEOUT"].includes(e.code) && !e.message.includes(secret));
+    assert.ok(Date.now() - t0 < 10_000);
+  });
+
+  it("the pool never exceeds pool.max and reaches it under load", { timeout: 60_000 }, async () => {
+    const schema = pgSchema(randomName("pool").replace(/-/g, "_"));
+    const store = await createStore({ ...pgConfig(randomName("pool"), undefined, { pool: { max: 4 } }), schema });
+    try {
+      let peak = 0, running = true;
+      const sampler = (async () => {
+        while (running) { peak = Math.max(peak, poolConnections(schema)); await sleep(20); }
+      })();
+      // Slow-ish queries keep connections busy: 64 in flight.
+      const work = [];
+      for (let i = 0; i < 64; i++) work.push(store.records.collection("c").insert({ i, pad: "x".repeat(2000) }));
+      for (let round = 0; round < 5; round++) {
+        await Promise.all(Array.from({ length: 64 }, (_, i) => store.kv.set(`k${round}-${i}`, { i })));
+      }
+      await Promise.all(work);
+      running = false;
+      await sampler;
+      peak = Math.max(peak, poolConnections(schema));
+      assert.ok(peak <= 4, `pool opened ${peak} connections, max is 4`);
+      assert.equal(peak, 4, `pool reached only ${peak} of 4 connections under load`);
+    } finally { await store.close(); }
+  });
+
+  it("two processes appending to one stream get gapless seqs without duplicates", { timeout: 120_000 }, async () => {
+    const schema = pgSchema("multi");
+    const name = randomName("multi");
+    const [a, b] = await Promise.all([
+      runAppender(schema, name, "s", 40, 0, 3),
+      runAppender(schema, name, "s", 40, 0, 2),
+    ]);
+    const store = await createStore({ ...pgConfig(name, "multi") });
+    try {
+      const events = await collect(store.events.read("s"));
+      assert.equal(events.length, 40 * 3 + 40 * 2);
+      assert.deepEqual(events.map((e) => e.seq), events.map((_, i) => i + 1));
+      const acked = new Set([...a, ...b]);
+      assert.equal(acked.size, 80, "two appends acknowledged the same seq");
+      // Each batch is contiguous.
+      for (let i = 0; i < events.length;) {
+        const { pid, i: n } = events[i].data;
+        const size = events.filter((e) => e.data.pid === pid && e.data.i === n).length;
+        for (let j = 0; j < size; j++) assert.equal(events[i + j].data.pid, pid);
+        i += size;
+      }
+    } finally { await store.close(); }
+  });
+
+  it("subscribe sees another process's appends within about a second", { timeout: 120_000 }, async () => {
+    const schema = pgSchema("live");
+    const name = randomName("live");
+    const store = await createStore(pgConfig(name, "live"));
+    try {
+      const got = [];
+      const sub = await store.events.subscribe("feed", (e) => { got.push({ seq: e.seq, at: Date.now() }); }, { from: "end" });
+      const started = Date.now();
+      await runAppender(schema, name, "feed", 5, 300, 1);
+      await waitUntil(() => got.length >= 5, 5000, "5 events");
+      assert.deepEqual(got.map((g) => g.seq), [1, 2, 3, 4, 5]);
+      assert.ok(got[4].at - started < 15_000);
+      await sub.close();
+    } finally { await store.close(); }
+  });
+
+  it("survives a server restart mid-workload without being reopened", { timeout: 180_000 }, async () => {
+    const version = execFileSync("ls", ["/etc/postgresql"], { encoding: "utf8" }).trim().split("\n").pop();
+    const store = await createStore(pgConfig(randomName("restart"), "restart"));
+    const seen = [];
+    const sub = await store.events.subscribe("log", (e) => { seen.push(e.seq); });
+    const acked = new Map();       // kv key -> value acknowledged
+    const ackedSeqs = [];
+    const failures = [];
+    let running = true;
+    const worker = async (w) => {
+      for (let i = 0; running; i++) {
+        try {
+          await store.kv.set(`w${w}-${i}`, { w, i });
+          acked.set(`w${w}-${i}`, { w, i });
+          const { seq } = await store.events.append("log", { type: "t", data: { w, i } });
+          ackedSeqs.push(seq);
+          await store.kv.get(`w${w}-${i}`);
+        } catch (e) {
+          failures.push(e);
+        }
+        await sleep(5);
+      }
+    };
+    const workers = [0, 1, 2, 3].map(worker);
+    try {
+      await sleep(500);
+      execFileSync("pg_ctlcluster", ["--skip-systemctl-redirect", version, "main", "restart"], { stdio: "ignore" });
+      await sleep(1500);
+      running = false;
+      await Promise.all(workers);
+      for (const e of failures) {
+        assert.ok(e instanceof PersistError, `not a PersistError: ${e}`);
+        assert.ok(["CONNECTION", "TIMEOUT"].includes(e.code), `${e.code}: ${e.message}`);
+      }
+      // Carries on: a write and a read after the restart, on the same store object.
+      await store.kv.set("after", 1);
+      assert.equal(await store.kv.get("after"), 1);
+      for (const [k, v] of acked) assert.deepEqual(await store.kv.get(k), v, `acknowledged write ${k} lost`);
+      const events = await collect(store.events.read("log"));
+      assert.deepEqual(events.map((e) => e.seq), events.map((_, i) => i + 1), "seqs not gapless");
+      assert.equal(new Set(ackedSeqs).size, ackedSeqs.length, "a seq was acknowledged twice");
+      for (const s of ackedSeqs) assert.ok(s <= events.length);
+      // The subscription survived and catches up.
+      const { seq } = await store.events.append("log", { type: "end" });
+      await waitUntil(() => seen.includes(seq), 10_000, "subscription to catch up after the restart");
+      assert.deepEqual(seen, seen.map((_, i) => i + 1), "subscription skipped or repeated events");
+    } finally {
+      running = false;
+      await Promise.allSettled(workers);
+      await sub.close().catch(() => {});
+      await store.close();
+      // Leave the server up for everything else.
+      execFileSync("bash", ["scripts/ensure-postgres.sh"], { stdio: "ignore" });
+    }
+  });
+});
