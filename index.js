@@ -171,10 +171,18 @@ class KV {
     this.#n = nativeStore
   }
 
+  /** One entry or null; answered on this thread when the backend can (no thread hop). */
+  async #entry(key) {
+    str('key', key)
+    const keys = [key]
+    const now = this.#n.kvGetManyNow(keys)
+    const [entry] = JSON.parse(now ?? (await this.#n.kvGetMany(keys)))
+    return entry
+  }
+
   get(key) {
     return guard(async () => {
-      str('key', key)
-      const [entry] = JSON.parse(await this.#n.kvGetMany([key]))
+      const entry = await this.#entry(key)
       return entry === null ? undefined : entry.value
     })
   }
@@ -184,14 +192,14 @@ class KV {
       if (!Array.isArray(keys)) throw fail('INVALID_ARGUMENT', `keys must be an array of strings, got ${describe(keys)}`)
       keys.forEach((k, i) => str(`keys[${i}]`, k))
       if (keys.length === 0) return []
-      return JSON.parse(await this.#n.kvGetMany(keys)).map((e) => (e === null ? undefined : e.value))
+      const now = this.#n.kvGetManyNow(keys)
+      return JSON.parse(now ?? (await this.#n.kvGetMany(keys))).map((e) => (e === null ? undefined : e.value))
     })
   }
 
   getEntry(key) {
     return guard(async () => {
-      str('key', key)
-      const [entry] = JSON.parse(await this.#n.kvGetMany([key]))
+      const entry = await this.#entry(key)
       return entry === null ? undefined : toKvEntry(entry)
     })
   }
@@ -235,11 +243,7 @@ class KV {
   }
 
   has(key) {
-    return guard(async () => {
-      str('key', key)
-      const [entry] = JSON.parse(await this.#n.kvGetMany([key]))
-      return entry !== null
-    })
+    return guard(async () => (await this.#entry(key)) !== null)
   }
 
   list(options) {
@@ -300,7 +304,10 @@ class Collection {
   get(id) {
     return guard(async () => {
       str('id', id)
-      const doc = await this.#n.recGet(str('collection name', this.#name), id)
+      const coll = str('collection name', this.#name)
+      const now = this.#n.recGetNow(coll, id)
+      if (now !== null) return now === '' ? undefined : JSON.parse(now)
+      const doc = await this.#n.recGet(coll, id)
       return doc === null ? undefined : JSON.parse(doc)
     })
   }

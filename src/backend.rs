@@ -15,6 +15,12 @@ pub trait Backend: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
 
     // kv
+    /// Answers a point read at once on the calling thread when that is cheap and cannot block
+    /// (SQLite: an uncontended local read of a few microseconds), or None to take the async
+    /// path. Lets the binding resolve cheap reads without a thread hop.
+    fn kv_get_many_now(&self, _keys: &[String]) -> Option<Result<Vec<Option<KvEntry>>>> {
+        None
+    }
     async fn kv_get_many(&self, keys: Vec<String>) -> Result<Vec<Option<KvEntry>>>;
     async fn kv_set(&self, set: KvSet) -> Result<KvEntry>;
     /// All or nothing.
@@ -39,6 +45,10 @@ pub trait Backend: Send + Sync + 'static {
         if_version: IfVersion<u64>,
     ) -> Result<Doc>;
     async fn rec_get(&self, coll: String, id: String) -> Result<Option<Doc>>;
+    /// Like `kv_get_many_now`, for one record.
+    fn rec_get_now(&self, _coll: &str, _id: &str) -> Option<Result<Option<Doc>>> {
+        None
+    }
     /// Shallow merge of `patch` (a JSON object) into the stored data; NOT_FOUND when absent.
     async fn rec_update(
         &self,

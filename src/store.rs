@@ -29,7 +29,7 @@ pub struct Store {
 
 fn unavailable(kind: &str) -> PersistError {
     PersistError::invalid_config(format!(
-        "the \"{kind}\" adapter is not available in this build of @cuitty/persist {}; available: \"sqlite\", \"postgres\"",
+        "the \"{kind}\" adapter is not available in this build of @cuitty/persist {}; available: \"sqlite\", \"postgres\", \"s3\"",
         env!("CARGO_PKG_VERSION")
     ))
 }
@@ -82,6 +82,10 @@ impl Store {
             }
             AdapterConfig::Postgres(cfg) => {
                 Arc::new(crate::postgres::PostgresBackend::open(&name, cfg).await?)
+            }
+            AdapterConfig::S3(cfg) => {
+                let kv = crate::s3::S3KeyValue::connect(&cfg).await?;
+                Arc::new(KeyspaceBackend::new(Arc::new(kv)))
             }
             other => return Err(unavailable(other.kind())),
         };
@@ -136,6 +140,18 @@ impl Store {
             validate::name("kv key", key)?;
         }
         backend.kv_get_many(keys).await
+    }
+
+    /// The fast path of `kv_get_many`: Some when the backend answered on this thread.
+    pub fn kv_get_many_now(&self, keys: &[String]) -> Option<Result<Vec<Option<KvEntry>>>> {
+        let backend = match self.open_backend() {
+            Ok(b) => b,
+            Err(e) => return Some(Err(e)),
+        };
+        if let Err(e) = keys.iter().try_for_each(|key| validate::name("kv key", key)) {
+            return Some(Err(e));
+        }
+        backend.kv_get_many_now(keys)
     }
 
     pub async fn kv_set(
@@ -220,6 +236,18 @@ impl Store {
         let backend = self.open_backend()?;
         Self::check_record(&coll, Some(&id))?;
         backend.rec_get(coll, id).await
+    }
+
+    /// The fast path of `rec_get`: Some when the backend answered on this thread.
+    pub fn rec_get_now(&self, coll: &str, id: &str) -> Option<Result<Option<Doc>>> {
+        let backend = match self.open_backend() {
+            Ok(b) => b,
+            Err(e) => return Some(Err(e)),
+        };
+        if let Err(e) = Self::check_record(coll, Some(id)) {
+            return Some(Err(e));
+        }
+        backend.rec_get_now(coll, id)
     }
 
     pub async fn rec_update(

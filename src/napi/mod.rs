@@ -134,14 +134,21 @@ impl NativeStore {
 
     // ---- kv ----
 
+    /// `kvGetMany` answered on the JS thread, or null when the backend cannot answer at once
+    /// (the caller then takes the async path).
+    #[napi(catch_unwind)]
+    pub fn kv_get_many_now(&self, keys: Vec<String>) -> Result<Option<String>> {
+        match self.store.kv_get_many_now(&keys) {
+            None => Ok(None),
+            Some(found) => Ok(Some(kv_entries_json(&found.js()?))),
+        }
+    }
+
     /// JSON array: an entry or null per key.
     #[napi]
     pub async fn kv_get_many(&self, keys: Vec<String>) -> Result<String> {
         let found = self.store.kv_get_many(keys).await.js()?;
-        Ok(json::array(&found, |out, e| match e {
-            Some(e) => json::kv_entry(out, e),
-            None => out.push_str("null"),
-        }))
+        Ok(kv_entries_json(&found))
     }
 
     #[napi]
@@ -242,6 +249,16 @@ impl NativeStore {
         };
         let doc = self.store.rec_put(coll, id, data, cond).await.js()?;
         Ok(json::one(&doc, json::doc))
+    }
+
+    /// `recGet` answered on the JS thread: null = take the async path, "" = absent, else the
+    /// document's JSON.
+    #[napi(catch_unwind)]
+    pub fn rec_get_now(&self, coll: String, id: String) -> Result<Option<String>> {
+        match self.store.rec_get_now(&coll, &id) {
+            None => Ok(None),
+            Some(doc) => Ok(Some(doc.js()?.map_or_else(String::new, |d| json::one(&d, json::doc)))),
+        }
     }
 
     #[napi]
@@ -458,6 +475,13 @@ impl NativeStore {
             .await
             .js()
     }
+}
+
+fn kv_entries_json(found: &[Option<crate::model::KvEntry>]) -> String {
+    json::array(found, |out, e| match e {
+        Some(e) => json::kv_entry(out, e),
+        None => out.push_str("null"),
+    })
 }
 
 #[napi]

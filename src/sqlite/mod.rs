@@ -60,8 +60,10 @@ pub(crate) fn sql_err(err: rusqlite::Error) -> PersistError {
 }
 
 trait WriteJob: Send {
-    /// Runs inside the batch transaction; returns what to do once the commit's outcome is known.
-    fn run(self: Box<Self>, conn: &Connection) -> Box<dyn FnOnce(Result<()>) + Send>;
+    /// Runs inside the batch transaction, in a savepoint of its own when `isolate` (the batch
+    /// holds other jobs); returns whether it succeeded and what to do once the commit's outcome
+    /// is known.
+    fn run(self: Box<Self>, conn: &Connection, isolate: bool) -> (bool, Box<dyn FnOnce(Result<()>) + Send>);
     /// The batch never started.
     fn fail(self: Box<Self>, err: PersistError);
 }
@@ -76,12 +78,18 @@ where
     F: FnOnce(&Connection) -> Result<R> + Send + 'static,
     R: Send + 'static,
 {
-    fn run(self: Box<Self>, conn: &Connection) -> Box<dyn FnOnce(Result<()>) + Send> {
+    fn run(self: Box<Self>, conn: &Connection, isolate: bool) -> (bool, Box<dyn FnOnce(Result<()>) + Send>) {
         let Job { work, reply } = *self;
-        let outcome = in_savepoint(conn, work);
-        Box::new(move |commit| {
+        let outcome = if isolate {
+            in_savepoint(conn, work)
+        } else {
+            catch_unwind(AssertUnwindSafe(|| work(conn)))
+                .unwrap_or_else(|panic| Err(PersistError::internal(format!("sqlite: {}", panic_message(&panic)))))
+        };
+        let ok = outcome.is_ok();
+        (ok, Box::new(move |commit| {
             let _ = reply.send(commit.and(outcome));
-        })
+        }))
     }
     fn fail(self: Box<Self>, err: PersistError) {
         let _ = self.reply.send(Err(err));
@@ -90,7 +98,7 @@ where
 
 /// Runs `work` in a savepoint: its writes are undone alone when it fails or panics.
 fn in_savepoint<R>(conn: &Connection, work: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
-    conn.execute_batch("SAVEPOINT op").map_err(sql_err)?;
+    conn.prepare_cached("SAVEPOINT op").and_then(|mut s| s.execute([])).map_err(sql_err)?;
     let outcome = catch_unwind(AssertUnwindSafe(|| work(conn))).unwrap_or_else(|panic| {
         Err(PersistError::internal(format!(
             "sqlite: {}",
@@ -137,11 +145,26 @@ fn writer_loop(
             }
             continue;
         }
-        let finishers: Vec<_> = batch.into_iter().map(|job| job.run(&conn)).collect();
-        let commit = conn.execute_batch("COMMIT").map_err(sql_err);
+        // A lone job needs no savepoint: if it fails, the whole transaction is rolled back.
+        let isolate = batch.len() > 1;
+        let mut all_ok = true;
+        let finishers: Vec<_> = batch
+            .into_iter()
+            .map(|job| {
+                let (ok, finish) = job.run(&conn, isolate);
+                all_ok &= ok;
+                finish
+            })
+            .collect();
+        let commit = if isolate || all_ok {
+            conn.execute_batch("COMMIT").map_err(sql_err)
+        } else {
+            // The lone job failed: its own error goes back, nothing is kept.
+            conn.execute_batch("ROLLBACK").map_err(sql_err)
+        };
         if commit.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
-        } else {
+        } else if isolate || all_ok {
             let n = committed.fetch_add(1, Ordering::SeqCst) + 1;
             changed.send_replace(n);
         }
@@ -199,6 +222,8 @@ pub(crate) struct Shared {
     path: SqlitePath,
     jobs: Mutex<Option<mpsc::Sender<Box<dyn WriteJob>>>>,
     idle_readers: Mutex<Vec<Connection>>,
+    /// The connection for reads answered on the caller's thread (see `read_now`).
+    now_reader: Mutex<Option<Connection>>,
     closed: AtomicBool,
 }
 
@@ -274,6 +299,7 @@ impl SqliteBackend {
             path,
             jobs: Mutex::new(Some(jobs_tx)),
             idle_readers: Mutex::new(Vec::new()),
+            now_reader: Mutex::new(None),
             closed: AtomicBool::new(false),
         };
         Ok(SqliteBackend {
@@ -361,6 +387,31 @@ impl Shared {
         outcome
     }
 
+    /// Runs a cheap read on the calling thread, or returns None to take the async path: for an
+    /// in-memory database, while another caller holds the connection, or when the file is
+    /// locked (busy timeout 0 here, so the caller's thread never waits on a lock).
+    fn read_now<R>(&self, work: impl FnOnce(&Connection) -> Result<R>) -> Option<Result<R>> {
+        let SqlitePath::File(file) = &self.path else {
+            return None;
+        };
+        if self.closed.load(Ordering::SeqCst) {
+            return Some(Err(PersistError::closed()));
+        }
+        let mut slot = self.now_reader.try_lock().ok()?;
+        if slot.is_none() {
+            let conn = open_file(file, OpenFlags::SQLITE_OPEN_READ_WRITE).ok()?;
+            configure(&conn).ok()?;
+            conn.busy_timeout(Duration::ZERO).ok()?;
+            *slot = Some(conn);
+        }
+        let conn = slot.as_ref()?;
+        match catch_unwind(AssertUnwindSafe(|| work(conn))) {
+            Ok(Err(e)) if e.code == ErrorCode::Timeout => None,
+            Ok(outcome) => Some(outcome),
+            Err(panic) => Some(Err(PersistError::internal(panic_message(&panic)))),
+        }
+    }
+
     pub(crate) fn store_id(&self) -> i64 {
         self.store_id
     }
@@ -379,6 +430,14 @@ impl Backend for SqliteBackend {
         "sqlite"
     }
 
+    fn kv_get_many_now(&self, keys: &[String]) -> Option<Result<Vec<Option<KvEntry>>>> {
+        let store = self.shared.store_id;
+        self.shared.read_now(|c| kv::get_many(c, store, keys))
+    }
+    fn rec_get_now(&self, coll: &str, id: &str) -> Option<Result<Option<Doc>>> {
+        let store = self.shared.store_id;
+        self.shared.read_now(|c| records::get(c, store, coll, id))
+    }
     async fn kv_get_many(&self, keys: Vec<String>) -> Result<Vec<Option<KvEntry>>> {
         let store = self.shared.store_id;
         self.read(move |c| kv::get_many(c, store, &keys)).await

@@ -173,7 +173,7 @@ pub fn find_page(
         args.extend(part.params);
     }
     sql.push_str(" ORDER BY ");
-    sql.push_str(&query_sql::order_by_sql(order));
+    sql.push_str(&query_sql::order_by_sql_for(order, filter));
     sql.push_str(" LIMIT ?");
     args.push((limit as i64).into());
     let mut stmt = c.prepare_cached(&sql).map_err(sql_err)?;
