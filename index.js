@@ -167,8 +167,39 @@ function toKvEntry(e) {
 
 class KV {
   #n
+  /** Sets issued in the current tick, sent to the native layer as one call (one thread hop
+   * and, on SQLite, one group commit for all of them). */
+  #pendingSets = []
   constructor(nativeStore) {
     this.#n = nativeStore
+  }
+
+  #flushSets = async () => {
+    const batch = this.#pendingSets
+    this.#pendingSets = []
+    if (batch.length === 1) {
+      const op = batch[0]
+      try {
+        op.resolve(JSON.parse(await this.#n.kvSet(op.key, op.json, op.ttl, op.ifVersion, op.ifAbsent)))
+      } catch (err) {
+        op.reject(fromNative(err))
+      }
+      return
+    }
+    const ops = '[' + batch.map((o) => `[${JSON.stringify(o.key)},${o.json},${o.ttl === null ? 'null' : JSON.stringify(o.ttl)},${o.ifVersion === null ? 'null' : JSON.stringify(o.ifVersion)},${o.ifAbsent}]`).join(',') + ']'
+    let results
+    try {
+      results = JSON.parse(await this.#n.kvSetBatch(ops))
+    } catch (err) {
+      const e = fromNative(err)
+      for (const op of batch) op.reject(e)
+      return
+    }
+    batch.forEach((op, i) => {
+      const r = results[i]
+      if (r.ok) op.resolve(r.ok)
+      else op.reject(fail(r.err.code, r.err.message))
+    })
   }
 
   /** One entry or null; answered on this thread when the backend can (no thread hop). */
@@ -213,7 +244,10 @@ class KV {
       let ifVersion = null
       const ifAbsent = o.ifVersion === null
       if (o.ifVersion !== undefined && o.ifVersion !== null) ifVersion = str('ifVersion', o.ifVersion)
-      return JSON.parse(await this.#n.kvSet(key, json, ttl, ifVersion, ifAbsent))
+      if (ttl !== null && !Number.isFinite(ttl)) throw fail('INVALID_ARGUMENT', `ttl must be a positive number of milliseconds, got ${ttl}`)
+      return new Promise((resolve, reject) => {
+        if (this.#pendingSets.push({ key, json, ttl, ifVersion, ifAbsent, resolve, reject }) === 1) queueMicrotask(this.#flushSets)
+      })
     })
   }
 

@@ -23,6 +23,11 @@ pub trait Backend: Send + Sync + 'static {
     }
     async fn kv_get_many(&self, keys: Vec<String>) -> Result<Vec<Option<KvEntry>>>;
     async fn kv_set(&self, set: KvSet) -> Result<KvEntry>;
+    /// Independent sets issued together (each may fail alone, e.g. with CONFLICT); SQLite does
+    /// them in one group commit. The default runs them concurrently.
+    async fn kv_set_each(&self, sets: Vec<KvSet>) -> Vec<Result<KvEntry>> {
+        futures::future::join_all(sets.into_iter().map(|set| self.kv_set(set))).await
+    }
     /// All or nothing.
     async fn kv_set_many(&self, sets: Vec<KvSet>) -> Result<()>;
     async fn kv_delete(&self, key: String, if_version: Option<String>) -> Result<bool>;

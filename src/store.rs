@@ -166,6 +166,25 @@ impl Store {
         backend.kv_set(set).await
     }
 
+    /// Independent sets issued together (the binding batches sets made in the same tick);
+    /// one result per set, in order.
+    pub async fn kv_set_each(&self, sets: Vec<(String, String, Option<f64>, IfVersion<String>)>) -> Result<Vec<Result<KvEntry>>> {
+        let backend = self.open_backend()?;
+        let mut results: Vec<Option<Result<KvEntry>>> = Vec::with_capacity(sets.len());
+        let mut valid = Vec::with_capacity(sets.len());
+        for (key, value, ttl, cond) in sets {
+            match kv_set_checked(key, value, ttl, cond) {
+                Ok(set) => {
+                    results.push(None);
+                    valid.push(set);
+                }
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        let mut done = backend.kv_set_each(valid).await.into_iter();
+        Ok(results.into_iter().map(|r| r.unwrap_or_else(|| done.next().unwrap_or_else(|| Err(PersistError::internal("missing result"))))).collect())
+    }
+
     pub async fn kv_set_many(&self, entries: Vec<(String, String, Option<f64>)>) -> Result<()> {
         let backend = self.open_backend()?;
         let sets = entries

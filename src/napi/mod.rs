@@ -169,6 +169,38 @@ impl NativeStore {
         Ok(json::one(&entry, json::kv_entry))
     }
 
+    /// Sets issued in the same tick, as one call: `ops` is a JSON array of
+    /// `[key, value, ttl|null, ifVersion|null, ifAbsent]`. Returns a JSON array with, per set,
+    /// `{"ok": entry}` or `{"err": {code, message}}`.
+    #[napi]
+    pub async fn kv_set_batch(&self, ops: String) -> Result<String> {
+        type Op = (String, Box<RawValue>, Option<f64>, Option<String>, bool);
+        let parsed: Vec<Op> = serde_json::from_str(&ops).map_err(|e| to_js(PersistError::internal(format!("kvSetBatch: {e}"))))?;
+        let sets = parsed
+            .into_iter()
+            .map(|(key, value, ttl, if_version, if_absent)| {
+                let cond = match (if_absent, if_version) {
+                    (true, _) => IfVersion::Absent,
+                    (false, Some(v)) => IfVersion::Is(v),
+                    (false, None) => IfVersion::Any,
+                };
+                (key, value.get().to_string(), ttl, cond)
+            })
+            .collect();
+        let results = self.store.kv_set_each(sets).await.js()?;
+        Ok(json::array(&results, |out, r| match r {
+            Ok(entry) => {
+                out.push_str("{\"ok\":");
+                json::kv_entry(out, entry);
+                out.push('}');
+            }
+            Err(e) => {
+                let body = serde_json::json!({ "code": e.code.as_str(), "message": e.message });
+                out.push_str(&format!("{{\"err\":{body}}}"));
+            }
+        }))
+    }
+
     #[napi]
     pub async fn kv_set_many(
         &self,

@@ -446,6 +446,17 @@ impl Backend for SqliteBackend {
         let store = self.shared.store_id;
         self.write(move |c| kv::set(c, store, set)).await
     }
+    async fn kv_set_each(&self, sets: Vec<KvSet>) -> Vec<Result<KvEntry>> {
+        let store = self.shared.store_id;
+        let count = sets.len();
+        let outcome = self
+            .write(move |c| Ok(sets.into_iter().map(|set| in_savepoint(c, |c| kv::set(c, store, set))).collect::<Vec<_>>()))
+            .await;
+        match outcome {
+            Ok(results) => results,
+            Err(err) => (0..count).map(|_| Err(err.clone())).collect(),
+        }
+    }
     async fn kv_set_many(&self, sets: Vec<KvSet>) -> Result<()> {
         let store = self.shared.store_id;
         self.write(move |c| {
