@@ -16,6 +16,7 @@ echo "== cargo test (the core, without Node)" >&2
 cargo test --no-default-features
 
 bash scripts/ensure-postgres.sh   # the Postgres tests need the local server, role and database
+bash scripts/ensure-s3.sh         # the S3 tests need moto on 127.0.0.1:9000 (and :9001, signature-checking)
 echo "== node --test" >&2
 node --test --test-concurrency=2 --test-timeout=600000 __test__/*.test.mjs
 

@@ -11,6 +11,7 @@ pub mod model;
 pub mod postgres;
 pub mod query;
 pub mod records;
+pub mod s3;
 pub mod sqlite;
 pub mod store;
 pub mod validate;

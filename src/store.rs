@@ -29,7 +29,7 @@ pub struct Store {
 
 fn unavailable(kind: &str) -> PersistError {
     PersistError::invalid_config(format!(
-        "the \"{kind}\" adapter is not available in this build of @cuitty/persist {}; available: \"sqlite\", \"postgres\"",
+        "the \"{kind}\" adapter is not available in this build of @cuitty/persist {}; available: \"sqlite\", \"postgres\", \"s3\"",
         env!("CARGO_PKG_VERSION")
     ))
 }
@@ -82,6 +82,10 @@ impl Store {
             }
             AdapterConfig::Postgres(cfg) => {
                 Arc::new(crate::postgres::PostgresBackend::open(&name, cfg).await?)
+            }
+            AdapterConfig::S3(cfg) => {
+                let kv = crate::s3::S3KeyValue::connect(&cfg).await?;
+                Arc::new(KeyspaceBackend::new(Arc::new(kv)))
             }
             other => return Err(unavailable(other.kind())),
         };

@@ -58,8 +58,44 @@ export const adapters = [
       return createStore(pgConfig(storeName, location));
     },
   },
+  {
+    // moto on loopback (scripts/ensure-s3.sh). One bucket per test process; a location is a
+    // prefix of its own, and the store name separates stores inside it.
+    name: "s3",
+    caps: { kind: "s3", persistent: true },
+    async available() {
+      try {
+        await s3Bucket();
+        return { ok: true };
+      } catch (e) {
+        return { ok: false, reason: `${e?.message} (run scripts/ensure-s3.sh)` };
+      }
+    },
+    async open(storeName, { location } = {}) {
+      return createStore(s3Config(storeName, { prefix: `${location ?? "_"}/${storeName}/`, bucket: await s3Bucket() }));
+    },
+  },
   ...customAdapters,
 ];
+
+export const S3_ENDPOINT = process.env.PERSIST_S3_ENDPOINT ?? "http://127.0.0.1:9000";
+let s3BucketName;
+/** This process's bucket on the local S3 server, created on first use (moto needs no signature). */
+export async function s3Bucket() {
+  if (s3BucketName) return s3BucketName;
+  const name = `persist-${process.pid}-${randomBytes(4).toString("hex")}`;
+  const res = await fetch(`${S3_ENDPOINT}/${name}`, { method: "PUT", signal: AbortSignal.timeout(5000) });
+  if (!res.ok) throw new Error(`creating bucket ${name} at ${S3_ENDPOINT} failed: HTTP ${res.status}`);
+  s3BucketName = name;
+  return name;
+}
+
+export function s3Config(name, extra = {}) {
+  return {
+    name, adapter: "s3", region: "us-east-1", endpoint: S3_ENDPOINT,
+    credentials: { accessKeyId: "test", secretAccessKey: "test" }, ...extra,
+  };
+}
 
 export const PG_CONNECTION = {
   host: "127.0.0.1", port: 5432, database: "persist", user: "persist",

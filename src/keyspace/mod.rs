@@ -8,7 +8,7 @@
 //! the stream head written last) or are rolled back. Several processes sharing one custom
 //! adapter get none of that from us: see the README.
 
-mod layout;
+pub mod layout;
 mod memory;
 
 pub use layout::{escape, unescape};
@@ -51,6 +51,119 @@ pub trait KeyValue: Send + Sync + 'static {
     async fn close(&self) -> Result<()> {
         Ok(())
     }
+
+    // ---- optional capabilities (provided defaults keep the four-call contract whole) ----
+
+    /// True when `put_if`, `get_with_etag` and `delete_if` are atomic against every other
+    /// client of the same store (S3 conditional requests). The keyspace then keeps versions,
+    /// `expectedSeq` and event seqs correct across processes; otherwise only its in-process
+    /// per-key locks protect them, and the defaults below are what it falls back to.
+    fn atomic_conditions(&self) -> bool {
+        false
+    }
+
+    /// The value and an opaque tag that changes whenever the value does. The default derives
+    /// the tag from the content.
+    async fn get_with_etag(&self, key: &str) -> Result<Option<(Stored, String)>> {
+        Ok(self.get(key).await?.map(|v| {
+            let tag = content_etag(&v);
+            (v, tag)
+        }))
+    }
+
+    /// Writes only if `condition` holds; `Ok(None)` when it does not, else the new tag. The
+    /// default reads, compares and writes: atomic only under the keyspace's per-key lock.
+    async fn put_if(
+        &self,
+        key: &str,
+        value: Stored,
+        condition: Condition,
+    ) -> Result<Option<String>> {
+        let current = self.get(key).await?;
+        let holds = match (&condition, &current) {
+            (Condition::Absent, None) => true,
+            (Condition::Etag(tag), Some(v)) => content_etag(v) == *tag,
+            _ => false,
+        };
+        if !holds {
+            return Ok(None);
+        }
+        let tag = content_etag(&value);
+        self.put(key, value).await?;
+        Ok(Some(tag))
+    }
+
+    /// Deletes only if the value's tag is still `etag`; false when it is not (or absent).
+    async fn delete_if(&self, key: &str, etag: &str) -> Result<bool> {
+        match self.get(key).await? {
+            Some(v) if content_etag(&v) == etag => {
+                self.delete(key).await?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Ordered listing: keys under `prefix` in ascending byte order, strictly after
+    /// `start_after` when given, with their values only when `with_values`. `page_hint` is
+    /// how many keys the caller expects to need. None when the store cannot list in order
+    /// (the keyspace then scans `list` and sorts).
+    async fn list_ordered(
+        &self,
+        _prefix: &str,
+        _start_after: Option<&str>,
+        _with_values: bool,
+        _page_hint: usize,
+    ) -> Result<Option<Box<dyn OrderedLister>>> {
+        Ok(None)
+    }
+
+    /// Blobs kept natively (S3 objects) instead of as chunk entries.
+    fn native_blobs(&self) -> Option<&dyn NativeBlobs> {
+        None
+    }
+}
+
+/// The condition of a `put_if`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    /// Create only: the key must not exist (`If-None-Match: *`).
+    Absent,
+    /// Compare and set: the key's current tag must be this (`If-Match`).
+    Etag(String),
+}
+
+/// The default tag of a value: a hash of its content (stable within one build).
+pub fn content_etag(value: &Stored) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    match value {
+        Stored::Json(j) => (0u8, j).hash(&mut h),
+        Stored::Bytes(b) => (1u8, b).hash(&mut h),
+    }
+    format!("{:016x}", h.finish())
+}
+
+/// Pages of an ordered listing; `None` when done. Values are None unless asked for.
+#[async_trait]
+pub trait OrderedLister: Send {
+    async fn next_page(&mut self) -> Result<Option<Vec<(String, Option<Stored>)>>>;
+}
+
+/// Blob operations a `KeyValue` implements natively; the keyspace delegates to them.
+#[async_trait]
+pub trait NativeBlobs: Send + Sync {
+    async fn blob_put(&self, key: String, meta: BlobMeta) -> Result<Box<dyn BlobUpload>>;
+    async fn blob_head(&self, key: String) -> Result<Option<BlobInfo>>;
+    async fn blob_read(&self, key: String, range: ByteRange)
+        -> Result<Option<Box<dyn BlobReader>>>;
+    async fn blob_delete(&self, key: String) -> Result<bool>;
+    async fn blob_list_page(
+        &self,
+        prefix: String,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<BlobInfo>>;
 }
 
 /// Pages of a `list`; `None` when done.
@@ -139,13 +252,74 @@ struct BlobRecord {
     chunks: u64,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Clone)]
 struct EventRecord {
     #[serde(rename = "type")]
     kind: String,
     data: Box<RawValue>,
     time: String,
     id: String,
+    /// On stores with atomic conditions, the first event of a multi-event append carries the
+    /// others: its create-only write claims the whole seq range at once (see `ev_append`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    rest: Option<Vec<EventBody>>,
+    /// On the later events of such an append: the seq of the batch's first event.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    first: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize, Clone)]
+struct EventBody {
+    #[serde(rename = "type")]
+    kind: String,
+    data: Box<RawValue>,
+    time: String,
+    id: String,
+}
+
+impl EventRecord {
+    fn stored(self, stream: &str, seq: u64) -> StoredEvent {
+        StoredEvent {
+            stream: stream.to_string(),
+            seq,
+            kind: self.kind,
+            data: self.data.get().to_string(),
+            time: self.time,
+            id: self.id,
+        }
+    }
+    /// The batch member at `seq`, where `self` is the batch's first event at `start`.
+    fn member(&self, start: u64, seq: u64) -> Option<EventRecord> {
+        if seq == start {
+            return Some(EventRecord {
+                rest: None,
+                ..self.clone()
+            });
+        }
+        let body = self
+            .rest
+            .as_ref()?
+            .get(usize::try_from(seq.checked_sub(start + 1)?).ok()?)?;
+        Some(EventRecord {
+            kind: body.kind.clone(),
+            data: body.data.clone(),
+            time: body.time.clone(),
+            id: body.id.clone(),
+            rest: None,
+            first: Some(start),
+        })
+    }
+    fn batch_last(&self, start: u64) -> u64 {
+        start + self.rest.as_ref().map_or(0, |r| r.len() as u64)
+    }
+}
+
+/// What a conditional write compares against: the key was absent, or had this tag; or nothing
+/// (stores without atomic conditions, where the per-key lock is the whole protection).
+enum Seen {
+    Unchecked,
+    Absent,
+    Tag(String),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -275,6 +449,178 @@ impl Inner {
         self.store.put(key, Stored::Json(json)).await
     }
 
+    /// Reads JSON and what a later `put_checked` compares against.
+    async fn get_checked(&self, key: &str) -> Result<(Option<String>, Seen)> {
+        if !self.store.atomic_conditions() {
+            return Ok((self.get_json(key).await?, Seen::Unchecked));
+        }
+        Ok(match self.store.get_with_etag(key).await? {
+            Some((value, tag)) => (Some(json_of(key, value)?), Seen::Tag(tag)),
+            None => (None, Seen::Absent),
+        })
+    }
+
+    /// Writes if the key is still as `seen`; false when another client changed it meanwhile.
+    async fn put_checked(&self, key: &str, json: String, seen: Seen) -> Result<bool> {
+        let value = Stored::Json(json);
+        let condition = match seen {
+            Seen::Unchecked => return self.store.put(key, value).await.map(|_| true),
+            Seen::Absent => Condition::Absent,
+            Seen::Tag(tag) => Condition::Etag(tag),
+        };
+        Ok(self.store.put_if(key, value, condition).await?.is_some())
+    }
+
+    /// Deletes if the key is still as `seen` (when given); false when it changed meanwhile.
+    async fn delete_checked(&self, key: &str, seen: Seen) -> Result<bool> {
+        match seen {
+            Seen::Tag(tag) => self.store.delete_if(key, &tag).await,
+            _ => self.store.delete(key).await.map(|_| true),
+        }
+    }
+
+    fn kv_entry(key: &str, stored_key: &str, json: &str, now: i64) -> Result<Option<KvEntry>> {
+        let rec: KvRecord = parse(stored_key, json)?;
+        if rec.expires_at.is_some_and(|at| at <= now) {
+            return Ok(None);
+        }
+        Ok(Some(KvEntry {
+            key: key.to_string(),
+            value: rec.value.get().to_string(),
+            version: rec.version,
+            expires_at: rec.expires_at,
+        }))
+    }
+
+    async fn kv_read(&self, key: &str, now: i64) -> Result<(Option<KvEntry>, Seen)> {
+        let stored_key = layout::kv(key);
+        let (json, seen) = self.get_checked(&stored_key).await?;
+        let entry = match json {
+            Some(json) => Self::kv_entry(key, &stored_key, &json, now)?,
+            None => None,
+        };
+        Ok((entry, seen))
+    }
+
+    async fn doc_read(&self, coll: &str, id: &str) -> Result<(Option<Doc>, Seen)> {
+        let key = layout::record(coll, id);
+        let (json, seen) = self.get_checked(&key).await?;
+        let doc = match json {
+            Some(json) => Some(parse::<DocRecord>(&key, &json)?.into_doc()),
+            None => None,
+        };
+        Ok((doc, seen))
+    }
+
+    async fn write_doc_checked(&self, coll: &str, doc: &Doc, seen: Seen) -> Result<bool> {
+        self.put_checked(
+            &layout::record(coll, &doc.id),
+            to_json(&DocRecord::from_doc(doc)?)?,
+            seen,
+        )
+        .await
+    }
+
+    async fn event_at(&self, stream: &str, seq: u64) -> Result<Option<EventRecord>> {
+        let key = layout::event(stream, seq);
+        match self.get_json(&key).await? {
+            Some(json) => Ok(Some(parse(&key, &json)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The event at `seq` on a store with atomic conditions, also when it belongs to a batch
+    /// whose later entries are not written out yet (its first entry holds them all).
+    async fn event_member(&self, stream: &str, seq: u64) -> Result<Option<EventRecord>> {
+        if let Some(rec) = self.event_at(stream, seq).await? {
+            return Ok(Some(rec));
+        }
+        if seq <= 1 {
+            return Ok(None);
+        }
+        let Some(prev) = self.event_at(stream, seq - 1).await? else {
+            return Ok(None);
+        };
+        let start = prev.first.unwrap_or(seq - 1);
+        let head = if start == seq - 1 {
+            prev
+        } else {
+            match self.event_at(stream, start).await? {
+                Some(h) => h,
+                None => return Ok(None),
+            }
+        };
+        Ok(head.member(start, seq))
+    }
+
+    /// Writes out the later entries of the batch that starts at `start` (create-only, so a
+    /// writer finishing another's batch and its owner never disagree). Returns its last seq.
+    async fn expand_batch(&self, stream: &str, start: u64, head: &EventRecord) -> Result<u64> {
+        let last = head.batch_last(start);
+        for seq in start + 1..=last {
+            let rec = head.member(start, seq).expect("inside the batch");
+            self.store
+                .put_if(
+                    &layout::event(stream, seq),
+                    Stored::Json(to_json(&rec)?),
+                    Condition::Absent,
+                )
+                .await?;
+        }
+        Ok(last)
+    }
+
+    /// The true last seq of a stream on a store with atomic conditions: the highest event key
+    /// at or after `floor` (a seq known to exist, or 0), extended over a batch it belongs to.
+    async fn true_last(&self, stream: &str, floor: u64) -> Result<u64> {
+        let prefix = format!("events/{}/", escape(stream));
+        let start_after = (floor > 0).then(|| layout::event(stream, floor));
+        let mut last = floor;
+        if let Some(mut lister) = self
+            .store
+            .list_ordered(&prefix, start_after.as_deref(), false, 1000)
+            .await?
+        {
+            while let Some(page) = lister.next_page().await? {
+                for (key, _) in page {
+                    if let Some(seq) = key
+                        .strip_prefix(&prefix)
+                        .and_then(|s| s.parse::<u64>().ok())
+                    {
+                        last = last.max(seq);
+                    }
+                }
+            }
+        } else {
+            self.scan(&prefix, |key, _| {
+                if let Some(seq) = key
+                    .strip_prefix(&prefix)
+                    .and_then(|s| s.parse::<u64>().ok())
+                {
+                    last = last.max(seq);
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        if last == 0 {
+            return Ok(0);
+        }
+        let Some(rec) = self.event_at(stream, last).await? else {
+            return Ok(last);
+        };
+        let start = rec.first.unwrap_or(last);
+        let head = if start == last {
+            rec
+        } else {
+            match self.event_at(stream, start).await? {
+                Some(h) => h,
+                None => return Ok(last),
+            }
+        };
+        Ok(self.expand_batch(stream, start, &head).await?.max(last))
+    }
+
     /// Visits every listed entry under `prefix`.
     async fn scan(
         &self,
@@ -335,14 +681,6 @@ impl Inner {
         })
     }
 
-    async fn write_doc(&self, coll: &str, doc: &Doc) -> Result<()> {
-        self.put_json(
-            &layout::record(coll, &doc.id),
-            to_json(&DocRecord::from_doc(doc)?)?,
-        )
-        .await
-    }
-
     async fn blob_record(&self, key: &str) -> Result<Option<BlobRecord>> {
         let stored_key = layout::blob(key);
         match self.get_json(&stored_key).await? {
@@ -382,6 +720,197 @@ impl Inner {
             Ok(())
         })
         .await?;
+        Ok(out)
+    }
+}
+
+impl Inner {
+    /// Appends on a store with atomic conditions, correct against other processes: the first
+    /// event (carrying the batch's others) is written create-only at the next seq, which
+    /// claims the whole range; on 412 the true end is found and the claim retried. Later
+    /// entries are then written out, and the stream head last, as a hint only.
+    async fn ev_append_claimed(
+        &self,
+        stream: &str,
+        events: Vec<NewEvent>,
+        expected_seq: Option<u64>,
+    ) -> Result<u64> {
+        let time = iso8601(now_ms());
+        let mut bodies = Vec::with_capacity(events.len());
+        for event in events {
+            bodies.push(EventBody {
+                kind: event.kind,
+                data: raw(&event.data)?,
+                time: time.clone(),
+                id: new_id(),
+            });
+        }
+        if bodies.is_empty() {
+            return self.true_last(stream, self.last_seq(stream).await?).await;
+        }
+        let first = bodies.remove(0);
+        let head = EventRecord {
+            kind: first.kind,
+            data: first.data,
+            time: first.time,
+            id: first.id,
+            rest: (!bodies.is_empty()).then_some(bodies),
+            first: None,
+        };
+        let json = to_json(&head)?;
+        // The head hint never runs ahead of the events, so `last + 1` being free proves
+        // `last` is the true end: a claim that succeeds needs no listing.
+        let mut last = self.last_seq(stream).await?;
+        let mut verified = false;
+        loop {
+            if let Some(expected) = expected_seq {
+                if expected != last {
+                    if !verified {
+                        last = self.true_last(stream, last).await?;
+                        verified = true;
+                        continue;
+                    }
+                    return Err(PersistError::conflict(format!(
+                        "stream {stream:?}: expectedSeq is {expected} but the stream is at seq {last}"
+                    )));
+                }
+            }
+            let claimed = self
+                .store
+                .put_if(
+                    &layout::event(stream, last + 1),
+                    Stored::Json(json.clone()),
+                    Condition::Absent,
+                )
+                .await?;
+            if claimed.is_some() {
+                break;
+            }
+            last = self.true_last(stream, last + 1).await?;
+            verified = true;
+        }
+        let start = last + 1;
+        let end = self.expand_batch(stream, start, &head).await?;
+        self.put_json(
+            &layout::stream_head(stream),
+            to_json(&StreamHead { last_seq: end })?,
+        )
+        .await?;
+        self.changed.send_modify(|n| *n += 1);
+        Ok(end)
+    }
+
+    async fn ev_read_claimed(
+        &self,
+        stream: &str,
+        from: u64,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>> {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        if reverse {
+            let last = self.true_last(stream, self.last_seq(stream).await?).await?;
+            let mut seq = from.min(last);
+            while seq >= 1 && out.len() < limit {
+                let key = layout::event(stream, seq);
+                let rec = self
+                    .event_member(stream, seq)
+                    .await?
+                    .ok_or_else(|| corrupt(&key, "an event below the stream's end is missing"))?;
+                out.push(rec.stored(stream, seq));
+                seq -= 1;
+            }
+            return Ok(out);
+        }
+        let mut seq = from.max(1);
+        // Listing in order fetches a page of events at once; it stops at the first gap.
+        let prefix = format!("events/{}/", escape(stream));
+        let start_after = (seq > 1).then(|| layout::event(stream, seq - 1));
+        if let Some(mut lister) = self
+            .store
+            .list_ordered(
+                &prefix,
+                start_after.as_deref(),
+                true,
+                limit.saturating_add(1),
+            )
+            .await?
+        {
+            'pages: while let Some(page) = lister.next_page().await? {
+                for (key, value) in page {
+                    let Some(at) = key
+                        .strip_prefix(&prefix)
+                        .and_then(|s| s.parse::<u64>().ok())
+                    else {
+                        continue;
+                    };
+                    if at < seq {
+                        continue; // written out from a batch already returned whole
+                    }
+                    let Some(value) = value.filter(|_| at == seq) else {
+                        break 'pages;
+                    };
+                    let rec: EventRecord = parse(&key, &json_of(&key, value)?)?;
+                    let last = rec.batch_last(seq);
+                    for s in seq..=last {
+                        if out.len() < limit {
+                            out.push(
+                                rec.member(seq, s)
+                                    .expect("inside the batch")
+                                    .stored(stream, s),
+                            );
+                        }
+                    }
+                    seq = last + 1;
+                    if out.len() >= limit {
+                        break 'pages;
+                    }
+                }
+            }
+            if !out.is_empty() {
+                return Ok(out);
+            }
+        }
+        // The first read may land inside a batch still being written out.
+        let Some(mut rec) = self.event_member(stream, seq).await? else {
+            return Ok(out);
+        };
+        loop {
+            let member = rec.first.is_some();
+            if rec.rest.is_some() {
+                // A batch's first event: it holds the whole batch.
+                let last = rec.batch_last(seq);
+                for s in seq..=last {
+                    if out.len() < limit {
+                        out.push(
+                            rec.member(seq, s)
+                                .expect("inside the batch")
+                                .stored(stream, s),
+                        );
+                    }
+                }
+                seq = last + 1;
+            } else {
+                out.push(rec.stored(stream, seq));
+                seq += 1;
+            }
+            if out.len() >= limit {
+                break;
+            }
+            // After a batch member written out by itself, the next may not be written yet.
+            let next = if member {
+                self.event_member(stream, seq).await?
+            } else {
+                self.event_at(stream, seq).await?
+            };
+            match next {
+                Some(next) => rec = next,
+                None => break,
+            }
+        }
         Ok(out)
     }
 }
@@ -440,12 +969,31 @@ impl Backend for KeyspaceBackend {
     }
 
     async fn kv_set(&self, set: KvSet) -> Result<KvEntry> {
-        let _guard = self.locks.lock(layout::kv(&set.key)).await;
-        if set.if_version != IfVersion::Any {
-            let current = self.kv_live(&set.key, now_ms()).await?;
-            kv_conflict(current.as_ref(), &set.if_version, &set.key)?;
+        let stored_key = layout::kv(&set.key);
+        let _guard = self.locks.lock(stored_key.clone()).await;
+        if set.if_version == IfVersion::Any {
+            return self.kv_write(set).await;
         }
-        self.kv_write(set).await
+        loop {
+            let (current, seen) = self.kv_read(&set.key, now_ms()).await?;
+            kv_conflict(current.as_ref(), &set.if_version, &set.key)?;
+            let now = now_ms();
+            let entry = KvEntry {
+                key: set.key.clone(),
+                value: set.value.clone(),
+                version: new_version(),
+                expires_at: set.ttl_ms.map(|ttl| now.saturating_add(ttl as i64)),
+            };
+            let rec = KvRecord {
+                value: raw(&entry.value)?,
+                version: entry.version.clone(),
+                expires_at: entry.expires_at,
+            };
+            if self.put_checked(&stored_key, to_json(&rec)?, seen).await? {
+                return Ok(entry);
+            }
+            // Another client wrote in between: check the condition again against its value.
+        }
     }
 
     async fn kv_set_many(&self, sets: Vec<KvSet>) -> Result<()> {
@@ -479,12 +1027,17 @@ impl Backend for KeyspaceBackend {
     async fn kv_delete(&self, key: String, if_version: Option<String>) -> Result<bool> {
         let stored_key = layout::kv(&key);
         let _guard = self.locks.lock(stored_key.clone()).await;
-        let current = self.kv_live(&key, now_ms()).await?;
-        if let Some(v) = if_version {
-            kv_conflict(current.as_ref(), &IfVersion::Is(v), &key)?;
+        loop {
+            let (current, seen) = self.kv_read(&key, now_ms()).await?;
+            let Some(v) = &if_version else {
+                self.store.delete(&stored_key).await?;
+                return Ok(current.is_some());
+            };
+            kv_conflict(current.as_ref(), &IfVersion::Is(v.clone()), &key)?;
+            if self.delete_checked(&stored_key, seen).await? {
+                return Ok(current.is_some());
+            }
         }
-        self.store.delete(&stored_key).await?;
-        Ok(current.is_some())
     }
 
     async fn kv_list_page(
@@ -494,6 +1047,55 @@ impl Backend for KeyspaceBackend {
         limit: usize,
     ) -> Result<Vec<KvEntry>> {
         let prefix = layout::kv_prefix(&range.prefix);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        if !range.reverse {
+            // Start as late as the range allows: just before the escaped `start` (inclusive),
+            // or at the escaped `after` (exclusive); escaping keeps byte order.
+            let mut start_after: Option<String> = range.start.as_ref().map(|s| {
+                let mut k = layout::kv(s);
+                k.pop();
+                k
+            });
+            if let Some(a) = &after {
+                let k = layout::kv(a);
+                if start_after.as_ref().is_none_or(|s| k > *s) {
+                    start_after = Some(k);
+                }
+            }
+            let hint = limit.saturating_add(8);
+            if let Some(mut lister) = self
+                .store
+                .list_ordered(&prefix, start_after.as_deref(), true, hint)
+                .await?
+            {
+                let now = now_ms();
+                let mut out = Vec::new();
+                'pages: while let Some(page) = lister.next_page().await? {
+                    for (stored_key, value) in page {
+                        let Some(key) = layout::user_part(&stored_key, "kv/") else {
+                            continue;
+                        };
+                        if range.end.as_ref().is_some_and(|e| key >= *e) {
+                            break 'pages;
+                        }
+                        if !range.contains(&key) || after.as_ref().is_some_and(|a| key <= *a) {
+                            continue;
+                        }
+                        let Some(value) = value else { continue };
+                        let json = json_of(&stored_key, value)?;
+                        if let Some(entry) = Inner::kv_entry(&key, &stored_key, &json, now)? {
+                            out.push(entry);
+                            if out.len() >= limit {
+                                break 'pages;
+                            }
+                        }
+                    }
+                }
+                return Ok(out);
+            }
+        }
         let order = range_order(range.reverse);
         let mut best = TopK::new(limit, |a: &KvEntry, b: &KvEntry| order(&a.key, &b.key));
         let now = now_ms();
@@ -539,27 +1141,30 @@ impl Backend for KeyspaceBackend {
         if_version: IfVersion<u64>,
     ) -> Result<Doc> {
         let _guard = self.locks.lock(layout::record(&coll, &id)).await;
-        let current = self.doc(&coll, &id).await?;
-        doc_conflict(current.as_ref(), &if_version, &coll, &id)?;
-        let now = iso8601(now_ms());
-        let doc = match current {
-            Some(old) => Doc {
-                id,
-                version: old.version + 1,
-                created_at: old.created_at,
-                updated_at: now,
-                data,
-            },
-            None => Doc {
-                id,
-                version: 1,
-                created_at: now.clone(),
-                updated_at: now,
-                data,
-            },
-        };
-        self.write_doc(&coll, &doc).await?;
-        Ok(doc)
+        loop {
+            let (current, seen) = self.doc_read(&coll, &id).await?;
+            doc_conflict(current.as_ref(), &if_version, &coll, &id)?;
+            let now = iso8601(now_ms());
+            let doc = match current {
+                Some(old) => Doc {
+                    id: id.clone(),
+                    version: old.version + 1,
+                    created_at: old.created_at,
+                    updated_at: now,
+                    data: data.clone(),
+                },
+                None => Doc {
+                    id: id.clone(),
+                    version: 1,
+                    created_at: now.clone(),
+                    updated_at: now,
+                    data: data.clone(),
+                },
+            };
+            if self.write_doc_checked(&coll, &doc, seen).await? {
+                return Ok(doc);
+            }
+        }
     }
 
     async fn rec_get(&self, coll: String, id: String) -> Result<Option<Doc>> {
@@ -574,32 +1179,40 @@ impl Backend for KeyspaceBackend {
         if_version: Option<u64>,
     ) -> Result<Doc> {
         let _guard = self.locks.lock(layout::record(&coll, &id)).await;
-        let current = self
-            .doc(&coll, &id)
-            .await?
-            .ok_or_else(|| PersistError::not_found(format!("record {coll}/{id} does not exist")))?;
-        if let Some(v) = if_version {
-            doc_conflict(Some(&current), &IfVersion::Is(v), &coll, &id)?;
+        loop {
+            let (current, seen) = self.doc_read(&coll, &id).await?;
+            let current = current.ok_or_else(|| {
+                PersistError::not_found(format!("record {coll}/{id} does not exist"))
+            })?;
+            if let Some(v) = if_version {
+                doc_conflict(Some(&current), &IfVersion::Is(v), &coll, &id)?;
+            }
+            let doc = Doc {
+                data: merge_patch(&current.data, &patch)?,
+                version: current.version + 1,
+                updated_at: iso8601(now_ms()),
+                ..current
+            };
+            if self.write_doc_checked(&coll, &doc, seen).await? {
+                return Ok(doc);
+            }
         }
-        let doc = Doc {
-            data: merge_patch(&current.data, &patch)?,
-            version: current.version + 1,
-            updated_at: iso8601(now_ms()),
-            ..current
-        };
-        self.write_doc(&coll, &doc).await?;
-        Ok(doc)
     }
 
     async fn rec_delete(&self, coll: String, id: String, if_version: Option<u64>) -> Result<bool> {
         let key = layout::record(&coll, &id);
         let _guard = self.locks.lock(key.clone()).await;
-        let current = self.doc(&coll, &id).await?;
-        if let Some(v) = if_version {
+        loop {
+            let (current, seen) = self.doc_read(&coll, &id).await?;
+            let Some(v) = if_version else {
+                self.store.delete(&key).await?;
+                return Ok(current.is_some());
+            };
             doc_conflict(current.as_ref(), &IfVersion::Is(v), &coll, &id)?;
+            if self.delete_checked(&key, seen).await? {
+                return Ok(current.is_some());
+            }
         }
-        self.store.delete(&key).await?;
-        Ok(current.is_some())
     }
 
     async fn rec_find_page(
@@ -638,6 +1251,9 @@ impl Backend for KeyspaceBackend {
     // ---- blobs ----
 
     async fn blob_put(&self, key: String, meta: BlobMeta) -> Result<Box<dyn BlobUpload>> {
+        if let Some(native) = self.store.native_blobs() {
+            return native.blob_put(key, meta).await;
+        }
         Ok(Box::new(Upload {
             backend: self.inner.clone(),
             key,
@@ -651,6 +1267,9 @@ impl Backend for KeyspaceBackend {
     }
 
     async fn blob_head(&self, key: String) -> Result<Option<BlobInfo>> {
+        if let Some(native) = self.store.native_blobs() {
+            return native.blob_head(key).await;
+        }
         Ok(self.blob_record(&key).await?.map(|rec| info_of(key, rec)))
     }
 
@@ -659,6 +1278,9 @@ impl Backend for KeyspaceBackend {
         key: String,
         range: ByteRange,
     ) -> Result<Option<Box<dyn BlobReader>>> {
+        if let Some(native) = self.store.native_blobs() {
+            return native.blob_read(key, range).await;
+        }
         let Some(rec) = self.blob_record(&key).await? else {
             return Ok(None);
         };
@@ -674,6 +1296,9 @@ impl Backend for KeyspaceBackend {
     }
 
     async fn blob_delete(&self, key: String) -> Result<bool> {
+        if let Some(native) = self.store.native_blobs() {
+            return native.blob_delete(key).await;
+        }
         let stored_key = layout::blob(&key);
         let _guard = self.locks.lock(stored_key.clone()).await;
         let Some(rec) = self.blob_record(&key).await? else {
@@ -690,6 +1315,9 @@ impl Backend for KeyspaceBackend {
         after: Option<String>,
         limit: usize,
     ) -> Result<Vec<BlobInfo>> {
+        if let Some(native) = self.store.native_blobs() {
+            return native.blob_list_page(prefix, after, limit).await;
+        }
         let mut best = TopK::new(limit, |a: &BlobInfo, b: &BlobInfo| a.key.cmp(&b.key));
         self.scan(&layout::blob_prefix(&prefix), |stored_key, value| {
             let Some(key) = layout::user_part(&stored_key, "blobs/") else {
@@ -716,6 +1344,9 @@ impl Backend for KeyspaceBackend {
     ) -> Result<u64> {
         let head_key = layout::stream_head(&stream);
         let _guard = self.locks.lock(head_key.clone()).await;
+        if self.store.atomic_conditions() {
+            return self.ev_append_claimed(&stream, events, expected_seq).await;
+        }
         let last = self.last_seq(&stream).await?;
         if let Some(expected) = expected_seq {
             if expected != last {
@@ -735,6 +1366,8 @@ impl Backend for KeyspaceBackend {
                 data: raw(&event.data)?,
                 time: time.clone(),
                 id: new_id(),
+                rest: None,
+                first: None,
             };
             self.put_json(&layout::event(&stream, seq), to_json(&rec)?)
                 .await?;
@@ -752,6 +1385,9 @@ impl Backend for KeyspaceBackend {
         reverse: bool,
         limit: usize,
     ) -> Result<Vec<StoredEvent>> {
+        if self.store.atomic_conditions() {
+            return self.ev_read_claimed(&stream, from, reverse, limit).await;
+        }
         let last = self.last_seq(&stream).await?;
         let seqs: Vec<u64> = if reverse {
             let top = from.min(last);
@@ -785,6 +1421,32 @@ impl Backend for KeyspaceBackend {
         after: Option<String>,
         limit: usize,
     ) -> Result<Vec<String>> {
+        let start_after = after.as_ref().map(|a| layout::stream_head(a));
+        if let Some(mut lister) = self
+            .store
+            .list_ordered(
+                &layout::stream_prefix(&prefix),
+                start_after.as_deref(),
+                false,
+                limit,
+            )
+            .await?
+        {
+            let mut out = Vec::new();
+            while out.len() < limit {
+                let Some(page) = lister.next_page().await? else {
+                    break;
+                };
+                for (stored_key, _) in page {
+                    if let Some(stream) = layout::user_part(&stored_key, "streams/") {
+                        if out.len() < limit && after.as_ref().is_none_or(|a| stream > *a) {
+                            out.push(stream);
+                        }
+                    }
+                }
+            }
+            return Ok(out);
+        }
         let mut best = TopK::new(limit, |a: &String, b: &String| a.cmp(b));
         self.scan(&layout::stream_prefix(&prefix), |stored_key, _| {
             if let Some(stream) = layout::user_part(&stored_key, "streams/") {
@@ -801,8 +1463,15 @@ impl Backend for KeyspaceBackend {
     async fn ev_wait(&self, stream: String, after_seq: u64, timeout: Duration) -> Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut changed = self.changed.subscribe();
+        let atomic = self.store.atomic_conditions();
         loop {
-            if self.last_seq(&stream).await? > after_seq {
+            let appended = if atomic {
+                // The head is only a hint there: look for the next event itself.
+                self.event_member(&stream, after_seq + 1).await?.is_some()
+            } else {
+                self.last_seq(&stream).await? > after_seq
+            };
+            if appended {
                 return Ok(());
             }
             let now = tokio::time::Instant::now();
@@ -962,21 +1631,31 @@ mod tests {
 
     fn store() -> (Store, Arc<MemoryKeyValue>) {
         let kv = Arc::new(MemoryKeyValue::default());
-        (Store::with_backend("t".into(), Arc::new(KeyspaceBackend::new(kv.clone()))), kv)
+        (
+            Store::with_backend("t".into(), Arc::new(KeyspaceBackend::new(kv.clone()))),
+            kv,
+        )
     }
 
     #[tokio::test]
     async fn kv_lists_in_byte_order_across_pages_and_honours_ttl() {
         let (s, _) = store();
         for key in ["b", "a/x", "a.y", "é", "a", "c"] {
-            s.kv_set(key.into(), "1".into(), None, IfVersion::Any).await.unwrap();
+            s.kv_set(key.into(), "1".into(), None, IfVersion::Any)
+                .await
+                .unwrap();
         }
-        s.kv_set("gone".into(), "1".into(), Some(1.0), IfVersion::Any).await.unwrap();
+        s.kv_set("gone".into(), "1".into(), Some(1.0), IfVersion::Any)
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
         let mut seen = Vec::new();
         let mut after = None;
         loop {
-            let page = s.kv_list_page(KvRange::default(), after.clone(), 2).await.unwrap();
+            let page = s
+                .kv_list_page(KvRange::default(), after.clone(), 2)
+                .await
+                .unwrap();
             if page.is_empty() {
                 break;
             }
@@ -984,18 +1663,39 @@ mod tests {
             seen.extend(page.into_iter().map(|e| e.key));
         }
         assert_eq!(seen, ["a", "a.y", "a/x", "b", "c", "é"]);
-        let range = KvRange { prefix: "a".into(), reverse: true, ..Default::default() };
+        let range = KvRange {
+            prefix: "a".into(),
+            reverse: true,
+            ..Default::default()
+        };
         let page = s.kv_list_page(range, None, 10).await.unwrap();
-        assert_eq!(page.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(), ["a/x", "a.y", "a"]);
+        assert_eq!(
+            page.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
+            ["a/x", "a.y", "a"]
+        );
     }
 
     #[tokio::test]
     async fn compare_and_set_and_versions() {
         let (s, _) = store();
-        let first = s.kv_set("k".into(), "1".into(), None, IfVersion::Absent).await.unwrap();
-        let err = s.kv_set("k".into(), "2".into(), None, IfVersion::Absent).await.unwrap_err();
+        let first = s
+            .kv_set("k".into(), "1".into(), None, IfVersion::Absent)
+            .await
+            .unwrap();
+        let err = s
+            .kv_set("k".into(), "2".into(), None, IfVersion::Absent)
+            .await
+            .unwrap_err();
         assert_eq!(err.code, crate::error::ErrorCode::Conflict);
-        let second = s.kv_set("k".into(), "2".into(), None, IfVersion::Is(first.version.clone())).await.unwrap();
+        let second = s
+            .kv_set(
+                "k".into(),
+                "2".into(),
+                None,
+                IfVersion::Is(first.version.clone()),
+            )
+            .await
+            .unwrap();
         assert_ne!(first.version, second.version);
         assert!(s.kv_delete("k".into(), Some(first.version)).await.is_err());
         assert!(s.kv_delete("k".into(), Some(second.version)).await.unwrap());
@@ -1009,8 +1709,13 @@ mod tests {
             .map(|i| {
                 let s = s.clone();
                 tokio::spawn(async move {
-                    let e = NewEvent { kind: "e".into(), data: i.to_string() };
-                    s.ev_append("st".into(), vec![e.clone(), e], None).await.unwrap()
+                    let e = NewEvent {
+                        kind: "e".into(),
+                        data: i.to_string(),
+                    };
+                    s.ev_append("st".into(), vec![e.clone(), e], None)
+                        .await
+                        .unwrap()
                 })
             })
             .collect();
@@ -1021,7 +1726,10 @@ mod tests {
         lasts.sort();
         assert_eq!(lasts, (1..=50).map(|i| i * 2).collect::<Vec<u64>>());
         let events = s.ev_read_page("st".into(), 1, false, 1000).await.unwrap();
-        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=100).collect::<Vec<u64>>());
+        assert_eq!(
+            events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            (1..=100).collect::<Vec<u64>>()
+        );
         // Both events of one append sit next to each other.
         for pair in events.chunks(2) {
             assert_eq!(pair[0].data, pair[1].data);
@@ -1037,8 +1745,24 @@ mod tests {
         up.write(body[1000..].to_vec()).await.unwrap();
         let info = up.commit().await.unwrap();
         assert_eq!(info.size as usize, body.len());
-        assert_eq!(kv.keys().iter().filter(|k| k.starts_with("chunks/")).count(), 3);
-        let mut reader = s.blob_read("f".into(), ByteRange { start: CHUNK as u64 - 5, end: Some(CHUNK as u64 + 5) }).await.unwrap().unwrap();
+        assert_eq!(
+            kv.keys()
+                .iter()
+                .filter(|k| k.starts_with("chunks/"))
+                .count(),
+            3
+        );
+        let mut reader = s
+            .blob_read(
+                "f".into(),
+                ByteRange {
+                    start: CHUNK as u64 - 5,
+                    end: Some(CHUNK as u64 + 5),
+                },
+            )
+            .await
+            .unwrap()
+            .unwrap();
         let mut got = Vec::new();
         while let Some(c) = reader.next_chunk().await.unwrap() {
             got.extend(c);
@@ -1048,7 +1772,16 @@ mod tests {
         let mut up = s.blob_put("f".into(), BlobMeta::default()).await.unwrap();
         up.write(vec![1; CHUNK + 1]).await.unwrap();
         up.abort().await.unwrap();
-        assert_eq!(s.blob_head("f".into()).await.unwrap().unwrap().etag, info.etag);
-        assert_eq!(kv.keys().iter().filter(|k| k.starts_with("chunks/")).count(), 3);
+        assert_eq!(
+            s.blob_head("f".into()).await.unwrap().unwrap().etag,
+            info.etag
+        );
+        assert_eq!(
+            kv.keys()
+                .iter()
+                .filter(|k| k.starts_with("chunks/"))
+                .count(),
+            3
+        );
     }
 }
