@@ -182,7 +182,7 @@ export interface OrderBy {
 
 export interface Query<T = Record<string, unknown>> {
   where?: Where<T>;
-  /** Ties break by id ascending; the default order is by id. */
+  /** Ties break by id in the direction of the last key; the default order is by id (ascending). */
   orderBy?: OrderBy | OrderBy[];
   limit?: number;
   /** Id of the last document of the previous page. */

@@ -525,7 +525,19 @@ pub fn compare_docs(order: &[SortKey], a_id: &str, a: &Value, b_id: &str, b: &Va
             return o;
         }
     }
-    a_id.as_bytes().cmp(b_id.as_bytes())
+    let ids = a_id.as_bytes().cmp(b_id.as_bytes());
+    if ids_descending(order) {
+        ids.reverse()
+    } else {
+        ids
+    }
+}
+
+/// Ties break by id in the direction of the last sort key (ascending when there is none), so
+/// one ascending expression index serves both directions of a single-key order: scanned
+/// forwards for `asc`, backwards for `desc`, stopping at the LIMIT without a sort.
+pub fn ids_descending(order: &[SortKey]) -> bool {
+    order.last().is_some_and(|k| k.descending)
 }
 
 #[cfg(test)]

@@ -175,7 +175,8 @@ impl NativeStore {
     #[napi]
     pub async fn kv_set_batch(&self, ops: String) -> Result<String> {
         type Op = (String, Box<RawValue>, Option<f64>, Option<String>, bool);
-        let parsed: Vec<Op> = serde_json::from_str(&ops).map_err(|e| to_js(PersistError::internal(format!("kvSetBatch: {e}"))))?;
+        let parsed: Vec<Op> = serde_json::from_str(&ops)
+            .map_err(|e| to_js(PersistError::internal(format!("kvSetBatch: {e}"))))?;
         let sets = parsed
             .into_iter()
             .map(|(key, value, ttl, if_version, if_absent)| {
@@ -289,7 +290,10 @@ impl NativeStore {
     pub fn rec_get_now(&self, coll: String, id: String) -> Result<Option<String>> {
         match self.store.rec_get_now(&coll, &id) {
             None => Ok(None),
-            Some(doc) => Ok(Some(doc.js()?.map_or_else(String::new, |d| json::one(&d, json::doc)))),
+            Some(doc) => Ok(Some(
+                doc.js()?
+                    .map_or_else(String::new, |d| json::one(&d, json::doc)),
+            )),
         }
     }
 

@@ -18,7 +18,7 @@
 
 use serde_json::{Number, Value};
 
-use crate::query::{lookup, type_rank, FieldPath, Filter, Op, SortKey};
+use crate::query::{ids_descending, lookup, type_rank, FieldPath, Filter, Op, SortKey};
 
 /// A piece of SQL and its text parameters, in order of their `?`.
 #[derive(Debug, Clone, PartialEq)]
@@ -467,7 +467,11 @@ pub fn order_by_sql(order: &[SortKey]) -> Option<SqlFragment> {
             .s(dir)
             .s(", ");
     }
-    f.s("id ASC");
+    f.s(if ids_descending(order) {
+        "id DESC"
+    } else {
+        "id ASC"
+    });
     Some(f)
 }
 
@@ -543,7 +547,12 @@ pub fn after_sql(order: &[SortKey], after_id: &str, after_data: &Value) -> Optio
         equal_prefix.push(key_eq(&key.path, v)?);
     }
     let mut id = SqlFragment::new();
-    id.s("id > ").param(after_id.to_string());
+    id.s(if ids_descending(order) {
+        "id < "
+    } else {
+        "id > "
+    })
+    .param(after_id.to_string());
     equal_prefix.push(id);
     terms.push(join(equal_prefix, " AND ", "TRUE"));
     Some(join(terms, " OR ", "FALSE"))

@@ -63,7 +63,11 @@ trait WriteJob: Send {
     /// Runs inside the batch transaction, in a savepoint of its own when `isolate` (the batch
     /// holds other jobs); returns whether it succeeded and what to do once the commit's outcome
     /// is known.
-    fn run(self: Box<Self>, conn: &Connection, isolate: bool) -> (bool, Box<dyn FnOnce(Result<()>) + Send>);
+    fn run(
+        self: Box<Self>,
+        conn: &Connection,
+        isolate: bool,
+    ) -> (bool, Box<dyn FnOnce(Result<()>) + Send>);
     /// The batch never started.
     fn fail(self: Box<Self>, err: PersistError);
 }
@@ -78,18 +82,29 @@ where
     F: FnOnce(&Connection) -> Result<R> + Send + 'static,
     R: Send + 'static,
 {
-    fn run(self: Box<Self>, conn: &Connection, isolate: bool) -> (bool, Box<dyn FnOnce(Result<()>) + Send>) {
+    fn run(
+        self: Box<Self>,
+        conn: &Connection,
+        isolate: bool,
+    ) -> (bool, Box<dyn FnOnce(Result<()>) + Send>) {
         let Job { work, reply } = *self;
         let outcome = if isolate {
             in_savepoint(conn, work)
         } else {
-            catch_unwind(AssertUnwindSafe(|| work(conn)))
-                .unwrap_or_else(|panic| Err(PersistError::internal(format!("sqlite: {}", panic_message(&panic)))))
+            catch_unwind(AssertUnwindSafe(|| work(conn))).unwrap_or_else(|panic| {
+                Err(PersistError::internal(format!(
+                    "sqlite: {}",
+                    panic_message(&panic)
+                )))
+            })
         };
         let ok = outcome.is_ok();
-        (ok, Box::new(move |commit| {
-            let _ = reply.send(commit.and(outcome));
-        }))
+        (
+            ok,
+            Box::new(move |commit| {
+                let _ = reply.send(commit.and(outcome));
+            }),
+        )
     }
     fn fail(self: Box<Self>, err: PersistError) {
         let _ = self.reply.send(Err(err));
@@ -98,7 +113,9 @@ where
 
 /// Runs `work` in a savepoint: its writes are undone alone when it fails or panics.
 fn in_savepoint<R>(conn: &Connection, work: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
-    conn.prepare_cached("SAVEPOINT op").and_then(|mut s| s.execute([])).map_err(sql_err)?;
+    conn.prepare_cached("SAVEPOINT op")
+        .and_then(|mut s| s.execute([]))
+        .map_err(sql_err)?;
     let outcome = catch_unwind(AssertUnwindSafe(|| work(conn))).unwrap_or_else(|panic| {
         Err(PersistError::internal(format!(
             "sqlite: {}",
@@ -450,7 +467,12 @@ impl Backend for SqliteBackend {
         let store = self.shared.store_id;
         let count = sets.len();
         let outcome = self
-            .write(move |c| Ok(sets.into_iter().map(|set| in_savepoint(c, |c| kv::set(c, store, set))).collect::<Vec<_>>()))
+            .write(move |c| {
+                Ok(sets
+                    .into_iter()
+                    .map(|set| in_savepoint(c, |c| kv::set(c, store, set)))
+                    .collect::<Vec<_>>())
+            })
             .await;
         match outcome {
             Ok(results) => results,

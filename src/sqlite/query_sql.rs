@@ -18,7 +18,7 @@
 use rusqlite::types::Value as SqlValue;
 use serde_json::{Number, Value};
 
-use crate::query::{lookup, type_rank, FieldPath, Filter, Op, SortKey};
+use crate::query::{ids_descending, lookup, type_rank, FieldPath, Filter, Op, SortKey};
 
 /// A piece of SQL and its positional (`?`) parameters, in order.
 #[derive(Debug, Clone, PartialEq)]
@@ -453,11 +453,17 @@ pub fn order_by_sql_for(order: &[SortKey], filter: Option<&Filter>) -> String {
         let dir = if key.descending { "DESC" } else { "ASC" };
         let p = order_path_arg(&key.path);
         if !filter.is_some_and(|f| fixes_type(f, &key.path)) {
-            out.push_str(&format!("CASE json_type(data, {p}){RANK_CASE_WHENS} {dir}, "));
+            out.push_str(&format!(
+                "CASE json_type(data, {p}){RANK_CASE_WHENS} {dir}, "
+            ));
         }
         out.push_str(&format!("json_extract(data, {p}) {dir}, "));
     }
-    out.push_str("id ASC");
+    out.push_str(if ids_descending(order) {
+        "id DESC"
+    } else {
+        "id ASC"
+    });
     out
 }
 
@@ -467,9 +473,11 @@ fn fixes_type(filter: &Filter, path: &FieldPath) -> bool {
         Filter::And(all) => all.iter().any(|f| fixes_type(f, path)),
         Filter::Cond { path: p, op } if p == path => match op {
             Op::Eq(_) | Op::Gt(_) | Op::Gte(_) | Op::Lt(_) | Op::Lte(_) | Op::Prefix(_) => true,
-            Op::In(values) => values
-                .first()
-                .is_some_and(|first| values.iter().all(|v| type_rank(Some(v)) == type_rank(Some(first)))),
+            Op::In(values) => values.first().is_some_and(|first| {
+                values
+                    .iter()
+                    .all(|v| type_rank(Some(v)) == type_rank(Some(first)))
+            }),
             Op::Ne(_) | Op::Nin(_) | Op::Exists(_) => false,
         },
         _ => false,
@@ -543,7 +551,12 @@ pub fn after_sql(order: &[SortKey], after_id: &str, after_data: &Value) -> Optio
         equal_prefix.push(key_eq(&key.path, v)?);
     }
     let mut id = SqlFragment::new();
-    id.s("id > ").param(SqlValue::Text(after_id.to_string()));
+    id.s(if ids_descending(order) {
+        "id < "
+    } else {
+        "id > "
+    })
+    .param(SqlValue::Text(after_id.to_string()));
     equal_prefix.push(id);
     terms.push(join(equal_prefix, " AND ", "1"));
     Some(join(terms, " OR ", "0"))
@@ -1204,7 +1217,7 @@ mod tests {
             "{o}"
         );
         assert!(
-            o.ends_with("ELSE 0 END DESC, json_extract(data, '$.\"p\"') DESC, id ASC"),
+            o.ends_with("ELSE 0 END DESC, json_extract(data, '$.\"p\"') DESC, id DESC"),
             "{o}"
         );
         let a = after_sql(&[], "x", &json!({})).unwrap();
