@@ -148,7 +148,10 @@ impl Store {
             Ok(b) => b,
             Err(e) => return Some(Err(e)),
         };
-        if let Err(e) = keys.iter().try_for_each(|key| validate::name("kv key", key)) {
+        if let Err(e) = keys
+            .iter()
+            .try_for_each(|key| validate::name("kv key", key))
+        {
             return Some(Err(e));
         }
         backend.kv_get_many_now(keys)
@@ -168,7 +171,10 @@ impl Store {
 
     /// Independent sets issued together (the binding batches sets made in the same tick);
     /// one result per set, in order.
-    pub async fn kv_set_each(&self, sets: Vec<(String, String, Option<f64>, IfVersion<String>)>) -> Result<Vec<Result<KvEntry>>> {
+    pub async fn kv_set_each(
+        &self,
+        sets: Vec<(String, String, Option<f64>, IfVersion<String>)>,
+    ) -> Result<Vec<Result<KvEntry>>> {
         let backend = self.open_backend()?;
         let mut results: Vec<Option<Result<KvEntry>>> = Vec::with_capacity(sets.len());
         let mut valid = Vec::with_capacity(sets.len());
@@ -182,7 +188,15 @@ impl Store {
             }
         }
         let mut done = backend.kv_set_each(valid).await.into_iter();
-        Ok(results.into_iter().map(|r| r.unwrap_or_else(|| done.next().unwrap_or_else(|| Err(PersistError::internal("missing result"))))).collect())
+        Ok(results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    done.next()
+                        .unwrap_or_else(|| Err(PersistError::internal("missing result")))
+                })
+            })
+            .collect())
     }
 
     pub async fn kv_set_many(&self, entries: Vec<(String, String, Option<f64>)>) -> Result<()> {
