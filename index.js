@@ -202,13 +202,28 @@ class KV {
     })
   }
 
-  /** One entry or null; answered on this thread when the backend can (no thread hop). */
+  /** One entry or null; answered on this thread when the backend can (no thread hop), else
+   * batched with the other gets of this tick into one native call. */
   async #entry(key) {
     str('key', key)
-    const keys = [key]
-    const now = this.#n.kvGetManyNow(keys)
-    const [entry] = JSON.parse(now ?? (await this.#n.kvGetMany(keys)))
-    return entry
+    const now = this.#n.kvGetManyNow([key])
+    if (now !== null) return JSON.parse(now)[0]
+    return new Promise((resolve, reject) => {
+      if (this.#pendingGets.push({ key, resolve, reject }) === 1) queueMicrotask(this.#flushGets)
+    })
+  }
+
+  #pendingGets = []
+  #flushGets = async () => {
+    const batch = this.#pendingGets
+    this.#pendingGets = []
+    try {
+      const entries = JSON.parse(await this.#n.kvGetMany(batch.map((g) => g.key)))
+      batch.forEach((g, i) => g.resolve(entries[i]))
+    } catch (err) {
+      const e = fromNative(err)
+      for (const g of batch) g.reject(e)
+    }
   }
 
   get(key) {
@@ -721,6 +736,73 @@ class Events {
 
 const asyncDispose = Symbol.asyncDispose ?? Symbol.for('nodejs.asyncDispose')
 
+// ---- store.sync (p2p stores) ----
+
+const SYNC_EVENTS = ['peer', 'synced']
+
+class Sync {
+  #n
+  #listeners = new Map(SYNC_EVENTS.map((e) => [e, new Set()]))
+  #pumping = false
+  constructor(nativeStore) {
+    this.#n = nativeStore
+    this.peerId = nativeStore.syncPeerId()
+    Object.freeze(this)
+  }
+
+  peers() {
+    return guard(async () => JSON.parse(await this.#n.syncPeers()))
+  }
+
+  waitFor(options = {}) {
+    return guard(async () => {
+      if (options === null || typeof options !== 'object') {
+        throw fail('INVALID_ARGUMENT', `sync.waitFor options must be an object, got ${describe(options)}`)
+      }
+      const peers = optNum('peers', options.peers) ?? 1
+      const timeoutMs = optNum('timeoutMs', options.timeoutMs) ?? 30000
+      if (!Number.isInteger(peers) || peers < 0) throw fail('INVALID_ARGUMENT', `peers must be a non-negative integer, got ${peers}`)
+      if (!(timeoutMs >= 0)) throw fail('INVALID_ARGUMENT', `timeoutMs must be a non-negative number, got ${timeoutMs}`)
+      await this.#n.syncWaitFor(peers, timeoutMs)
+    })
+  }
+
+  /** Calls `listener(peerId)` on each "peer" (connected) or "synced" (caught up) event; returns
+   * the function that removes it. */
+  on(event, listener) {
+    if (!SYNC_EVENTS.includes(event)) throw fail('INVALID_ARGUMENT', `sync.on: event must be "peer" or "synced", got ${describe(event)}`)
+    if (typeof listener !== 'function') throw fail('INVALID_ARGUMENT', `sync.on: listener must be a function, got ${describe(listener)}`)
+    const set = this.#listeners.get(event)
+    const entry = (peerId) => listener(peerId)
+    set.add(entry)
+    this.#pump()
+    return () => { set.delete(entry) }
+  }
+
+  #listening() {
+    for (const set of this.#listeners.values()) if (set.size > 0) return true
+    return false
+  }
+
+  async #pump() {
+    if (this.#pumping) return
+    this.#pumping = true
+    try {
+      while (this.#listening() && !this.#n.closed) {
+        let raw
+        try { raw = await this.#n.syncNextEvent(EVENT_WAIT_MS) } catch { break }
+        if (raw === null || raw === undefined) continue
+        const { event, peerId } = JSON.parse(raw)
+        for (const l of [...(this.#listeners.get(event) ?? [])]) {
+          try { l(peerId) } catch (err) { queueMicrotask(() => { throw err }) }
+        }
+      }
+    } finally {
+      this.#pumping = false
+    }
+  }
+}
+
 class Store {
   #n
   #subscriptions = new Set()
@@ -732,11 +814,14 @@ class Store {
     this.kv = new KV(nativeStore)
     this.blobs = new Blobs(nativeStore)
     this.events = new Events(nativeStore, this.#subscriptions)
+    if (this.adapter === 'p2p') this.sync = new Sync(nativeStore)
     Object.freeze(this)
   }
 
   close() {
     return guard(async () => {
+      // Let calls batched in this tick (kv sets and gets) reach the core before close does.
+      await null
       for (const stop of [...this.#subscriptions]) stop()
       await this.#n.close()
     })
@@ -841,6 +926,33 @@ function adapterDispatcher(adapter) {
   }
 }
 
+// Replies of settled adapter calls, sent to the native layer once per tick.
+let pendingReplyIds = []
+let pendingReplies = []
+
+function flushReplies() {
+  const ids = pendingReplyIds
+  const replies = pendingReplies
+  pendingReplyIds = []
+  pendingReplies = []
+  native.adapterReplies(ids, replies)
+}
+
+/** The function the native layer calls with a batch of adapter calls; each reply goes back as
+ * soon as its call settles, so a slow call delays no other. */
+function batchDispatcher(adapter) {
+  const one = adapterDispatcher(adapter)
+  return (calls) => {
+    for (const call of calls) {
+      one(call).then((reply) => {
+        if (call.id === 0) return
+        pendingReplyIds.push(call.id)
+        if (pendingReplies.push(reply) === 1) queueMicrotask(flushReplies)
+      })
+    }
+  }
+}
+
 /** The config the core validates: JSON, with a custom adapter object replaced by a marker. */
 function configJson(config) {
   if (config === null || typeof config !== 'object' || Array.isArray(config)) {
@@ -864,7 +976,7 @@ function createStore(config) {
     const json = configJson(config)
     const adapter = config.adapter
     if (adapter !== null && typeof adapter === 'object' && ['get', 'put', 'delete', 'list'].every((m) => typeof adapter[m] === 'function')) {
-      return new Store(await native.openCustomStore(json, process.cwd(), adapterDispatcher(adapter)))
+      return new Store(await native.openCustomStore(json, process.cwd(), batchDispatcher(adapter)))
     }
     return new Store(await native.openStore(json, process.cwd()))
   })

@@ -1,23 +1,31 @@
 //! A custom adapter written in JavaScript, as a `KeyValue` for the keyspace backend.
 //!
-//! Every call goes through one thread-safe function: index.js's dispatcher, which calls the
-//! user's method (bound to its object), catches sync throws and rejections, checks result
-//! types, and always resolves with an `AdapterReply`. So nothing the adapter does can throw
-//! into Rust or crash the process; a call that never settles ends in TIMEOUT.
+//! Calls go to index.js's dispatcher through one thread-safe function, in batches: every call
+//! made while a batch is being formed (64 concurrent gets, say) crosses to the JS thread in
+//! one hop. The dispatcher calls the user's methods (bound to their object), catches sync
+//! throws and rejections, checks result types, and reports each call's reply on its own
+//! through `adapterReplies` as soon as it settles — so a slow or hanging call holds up no
+//! other. Nothing the adapter does can throw into Rust or crash the process; a call that never
+//! settles ends in TIMEOUT.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
+use tokio::sync::oneshot;
 
 use crate::error::{ErrorCode, PersistError, Result as CoreResult};
 use crate::keyspace::{KeyLister, KeyValue, Stored};
 
 #[napi(object)]
 pub struct AdapterCall {
+    /// Where the reply goes (see `adapter_replies`); 0 for calls that want none.
+    pub id: u32,
     /// `get`, `put`, `delete`, `listOpen`, `listNext`, `listClose`.
     pub op: String,
     pub key: String,
@@ -40,18 +48,100 @@ pub struct AdapterReply {
 }
 
 /// Weak: a store's adapter never keeps the Node process alive by itself.
-pub type Dispatch =
-    ThreadsafeFunction<AdapterCall, Promise<AdapterReply>, AdapterCall, Status, false, true>;
+pub type Dispatch = ThreadsafeFunction<Vec<AdapterCall>, (), Vec<AdapterCall>, Status, false, true>;
+
+/// Calls waiting for their reply, by id, across every custom adapter of the process.
+static WAITING: Mutex<Option<HashMap<u32, oneshot::Sender<AdapterReply>>>> = Mutex::new(None);
+static NEXT_CALL_ID: AtomicU32 = AtomicU32::new(1);
+
+fn waiting<R>(f: impl FnOnce(&mut HashMap<u32, oneshot::Sender<AdapterReply>>) -> R) -> R {
+    let mut guard = WAITING.lock().unwrap_or_else(|e| e.into_inner());
+    f(guard.get_or_insert_with(HashMap::new))
+}
+
+/// index.js reports settled adapter calls here, a tick's worth at a time.
+#[napi]
+pub fn adapter_replies(ids: Vec<u32>, replies: Vec<AdapterReply>) {
+    waiting(|map| {
+        for (id, reply) in ids.into_iter().zip(replies) {
+            if let Some(tx) = map.remove(&id) {
+                let _ = tx.send(reply);
+            }
+        }
+    });
+}
+
+/// Forms batches: the first call of a batch schedules its send after the calls made in the
+/// same turn have joined it.
+struct Batcher {
+    dispatch: Dispatch,
+    queue: Mutex<Vec<AdapterCall>>,
+}
+
+impl Batcher {
+    fn submit(self: &Arc<Self>, call: AdapterCall) {
+        let first = {
+            let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            queue.push(call);
+            queue.len() == 1
+        };
+        if first {
+            let me = self.clone();
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    rt.spawn(async move {
+                        tokio::task::yield_now().await;
+                        me.flush();
+                    });
+                }
+                Err(_) => me.flush(),
+            }
+        }
+    }
+
+    fn flush(&self) {
+        let calls = std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()));
+        if calls.is_empty() {
+            return;
+        }
+        let ids: Vec<u32> = calls.iter().map(|c| c.id).collect();
+        let status = self
+            .dispatch
+            .call(calls, ThreadsafeFunctionCallMode::NonBlocking);
+        if status != Status::Ok {
+            // The JS side is gone (the environment is shutting down): fail the calls now.
+            waiting(|map| {
+                for id in ids {
+                    if let Some(tx) = map.remove(&id) {
+                        let _ = tx.send(AdapterReply {
+                            error: Some(format!("the adapter cannot be called ({status})")),
+                            json: None,
+                            bytes: None,
+                            cause_ref: None,
+                            list: None,
+                            items: None,
+                            done: None,
+                        });
+                    }
+                }
+            });
+        }
+    }
+}
 
 pub struct JsKeyValue {
-    dispatch: Arc<Dispatch>,
+    batcher: Arc<Batcher>,
     timeout: Duration,
 }
 
 impl JsKeyValue {
     pub fn new(dispatch: Dispatch, timeout: Duration) -> Self {
+        let batcher = Batcher {
+            dispatch,
+            queue: Mutex::new(Vec::new()),
+        };
         JsKeyValue {
-            dispatch: Arc::new(dispatch),
+            batcher: Arc::new(batcher),
             timeout,
         }
     }
@@ -71,17 +161,35 @@ impl JsKeyValue {
         bytes: Option<Vec<u8>>,
         list: Option<u32>,
     ) -> CoreResult<AdapterReply> {
-        let call = AdapterCall {
+        let id = loop {
+            let id = NEXT_CALL_ID.fetch_add(1, Ordering::Relaxed);
+            if id != 0 {
+                break id;
+            }
+        };
+        let (tx, rx) = oneshot::channel();
+        waiting(|map| map.insert(id, tx));
+        self.batcher.submit(AdapterCall {
+            id,
             op: op.to_string(),
             key: key.to_string(),
             json,
             bytes: bytes.map(Buffer::from),
             list,
-        };
-        let dispatch = self.dispatch.clone();
-        let settled = async move { dispatch.call_async(call).await?.await };
-        let reply = match tokio::time::timeout(self.timeout, settled).await {
+        });
+        let reply = match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => {
+                return Err(PersistError::new(
+                    ErrorCode::Adapter,
+                    format!(
+                        "the custom adapter's {} was dropped unanswered",
+                        Self::describe(op, key)
+                    ),
+                ))
+            }
             Err(_) => {
+                waiting(|map| map.remove(&id));
                 return Err(PersistError::new(
                     ErrorCode::Timeout,
                     format!(
@@ -89,18 +197,8 @@ impl JsKeyValue {
                         Self::describe(op, key),
                         self.timeout.as_millis()
                     ),
-                ))
+                ));
             }
-            Ok(Err(err)) => {
-                return Err(PersistError::new(
-                    ErrorCode::Adapter,
-                    format!(
-                        "the custom adapter's {} could not be called: {err}",
-                        Self::describe(op, key)
-                    ),
-                ))
-            }
-            Ok(Ok(reply)) => reply,
         };
         if let Some(message) = &reply.error {
             let mut err = PersistError::new(
@@ -152,7 +250,7 @@ impl KeyValue for JsKeyValue {
             .ok_or_else(|| PersistError::internal("listOpen returned no list id"))?;
         Ok(Box::new(JsLister {
             adapter: JsKeyValue {
-                dispatch: self.dispatch.clone(),
+                batcher: self.batcher.clone(),
                 timeout: self.timeout,
             },
             prefix: prefix.to_string(),
@@ -203,16 +301,13 @@ impl KeyLister for JsLister {
 impl Drop for JsLister {
     fn drop(&mut self) {
         // Lets the adapter's iterator finish (its `return()`), whether or not we read it all.
-        let call = AdapterCall {
+        self.adapter.batcher.submit(AdapterCall {
+            id: 0,
             op: "listClose".into(),
             key: self.prefix.clone(),
             json: None,
             bytes: None,
             list: Some(self.id),
-        };
-        let _ = self
-            .adapter
-            .dispatch
-            .call(call, ThreadsafeFunctionCallMode::NonBlocking);
+        });
     }
 }

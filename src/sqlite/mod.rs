@@ -59,15 +59,14 @@ pub(crate) fn sql_err(err: rusqlite::Error) -> PersistError {
     PersistError::internal(format!("sqlite: {err}"))
 }
 
+/// What a job does once the commit's outcome is known: resolve its caller.
+type Finish = Box<dyn FnOnce(Result<()>) + Send>;
+
 trait WriteJob: Send {
     /// Runs inside the batch transaction, in a savepoint of its own when `isolate` (the batch
     /// holds other jobs); returns whether it succeeded and what to do once the commit's outcome
     /// is known.
-    fn run(
-        self: Box<Self>,
-        conn: &Connection,
-        isolate: bool,
-    ) -> (bool, Box<dyn FnOnce(Result<()>) + Send>);
+    fn run(self: Box<Self>, conn: &Connection, isolate: bool) -> (bool, Finish);
     /// The batch never started.
     fn fail(self: Box<Self>, err: PersistError);
 }
@@ -82,11 +81,7 @@ where
     F: FnOnce(&Connection) -> Result<R> + Send + 'static,
     R: Send + 'static,
 {
-    fn run(
-        self: Box<Self>,
-        conn: &Connection,
-        isolate: bool,
-    ) -> (bool, Box<dyn FnOnce(Result<()>) + Send>) {
+    fn run(self: Box<Self>, conn: &Connection, isolate: bool) -> (bool, Finish) {
         let Job { work, reply } = *self;
         let outcome = if isolate {
             in_savepoint(conn, work)
