@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod keyspace;
 pub mod model;
+pub mod p2p;
 pub mod postgres;
 pub mod query;
 pub mod records;

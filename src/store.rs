@@ -25,11 +25,13 @@ pub struct Store {
     name: String,
     backend: Arc<dyn Backend>,
     closed: AtomicBool,
+    /// `store.sync` of p2p stores.
+    sync: Option<Arc<dyn crate::p2p::SyncHandle>>,
 }
 
 fn unavailable(kind: &str) -> PersistError {
     PersistError::invalid_config(format!(
-        "the \"{kind}\" adapter is not available in this build of @cuitty/persist {}; available: \"sqlite\", \"postgres\", \"s3\"",
+        "the \"{kind}\" adapter is not available in this build of @cuitty/persist {}; available: \"sqlite\", \"postgres\", \"s3\", \"p2p\"",
         env!("CARGO_PKG_VERSION")
     ))
 }
@@ -87,12 +89,23 @@ impl Store {
                 let kv = crate::s3::S3KeyValue::connect(&cfg).await?;
                 Arc::new(KeyspaceBackend::new(Arc::new(kv)))
             }
+            AdapterConfig::P2p(cfg) => {
+                let p2p = crate::p2p::P2pBackend::open(&name, cfg).await?;
+                let sync = p2p.sync_handle();
+                return Ok(Store {
+                    name,
+                    backend: Arc::new(p2p),
+                    closed: AtomicBool::new(false),
+                    sync,
+                });
+            }
             other => return Err(unavailable(other.kind())),
         };
         Ok(Store {
             name,
             backend,
             closed: AtomicBool::new(false),
+            sync: None,
         })
     }
 
@@ -102,7 +115,13 @@ impl Store {
             name,
             backend,
             closed: AtomicBool::new(false),
+            sync: None,
         }
+    }
+
+    /// `store.sync`: present on p2p stores only.
+    pub fn sync(&self) -> Option<Arc<dyn crate::p2p::SyncHandle>> {
+        self.sync.clone()
     }
 
     pub fn name(&self) -> &str {

@@ -75,8 +75,34 @@ export const adapters = [
       return createStore(s3Config(storeName, { prefix: `${location ?? "_"}/${storeName}/`, bucket: await s3Bucket() }));
     },
   },
+  {
+    // One p2p store with no peers: listens on 127.0.0.1 only, DHT discovery without bootstrap
+    // peers, so nothing leaves the machine. A location is a folder; the name a replica in it.
+    name: "p2p",
+    caps: { kind: "p2p", persistent: true },
+    async available() { return { ok: true }; },
+    async open(storeName, { location } = {}) {
+      const path = join(p2pTempDir(), encodeURIComponent(location ?? "_"), encodeURIComponent(storeName));
+      return createStore({
+        name: storeName, adapter: "p2p", path,
+        discovery: { method: "dht", topic: `conformance-${process.pid}` },
+        listen: ["/ip4/127.0.0.1/tcp/0"],
+      });
+    },
+  },
   ...customAdapters,
 ];
+
+let p2pDir;
+function p2pTempDir() {
+  if (!p2pDir) {
+    p2pDir = mkdtempSync(join(tmpdir(), "persist-p2p-"));
+    process.once("exit", () => {
+      try { rmSync(p2pDir, { recursive: true, force: true }); } catch {}
+    });
+  }
+  return p2pDir;
+}
 
 export const S3_ENDPOINT = process.env.PERSIST_S3_ENDPOINT ?? "http://127.0.0.1:9000";
 let s3BucketName;

@@ -581,3 +581,64 @@ impl NativeBlobReader {
         Ok(reader.next_chunk().await.js()?.map(Buffer::from))
     }
 }
+
+// ---- store.sync (p2p stores) ----
+
+fn sync_of(store: &Store) -> CoreResult<Arc<dyn crate::p2p::SyncHandle>> {
+    if store.is_closed() {
+        return Err(PersistError::closed());
+    }
+    store
+        .sync()
+        .ok_or_else(|| PersistError::invalid_argument("store.sync exists on p2p stores only"))
+}
+
+#[napi]
+impl NativeStore {
+    /// This peer's id (p2p stores), else null.
+    #[napi]
+    pub fn sync_peer_id(&self) -> Option<String> {
+        self.store.sync().map(|s| s.peer_id())
+    }
+
+    /// JSON: `[{ peerId, addresses, connected }]`.
+    #[napi]
+    pub async fn sync_peers(&self) -> Result<String> {
+        let sync = sync_of(&self.store).js()?;
+        let list: Vec<serde_json::Value> = sync
+            .peers()
+            .into_iter()
+            .map(|p| {
+                serde_json::json!({ "peerId": p.peer_id, "addresses": p.addresses, "connected": p.connected })
+            })
+            .collect();
+        Ok(serde_json::Value::Array(list).to_string())
+    }
+
+    #[napi]
+    pub async fn sync_wait_for(&self, peers: f64, timeout_ms: f64) -> Result<()> {
+        let sync = sync_of(&self.store).js()?;
+        sync.wait_for(
+            peers.max(0.0) as usize,
+            std::time::Duration::from_millis(timeout_ms.max(0.0) as u64),
+        )
+        .await
+        .js()
+    }
+
+    /// JSON `{ event: "peer" | "synced", peerId }`, or null when none came within `timeout_ms`.
+    #[napi]
+    pub async fn sync_next_event(&self, timeout_ms: f64) -> Result<Option<String>> {
+        let sync = sync_of(&self.store).js()?;
+        let ev = sync
+            .next_event(std::time::Duration::from_millis(timeout_ms.max(0.0) as u64))
+            .await;
+        Ok(ev.map(|ev| {
+            let (event, peer) = match ev {
+                crate::p2p::SyncEvent::Peer(p) => ("peer", p),
+                crate::p2p::SyncEvent::Synced(p) => ("synced", p),
+            };
+            serde_json::json!({ "event": event, "peerId": peer }).to_string()
+        }))
+    }
+}

