@@ -3,7 +3,7 @@
 // Each (library, run) runs in its own child process (worker.mjs) with fresh databases in a temp
 // dir; medians over the runs; ratios ours/theirs against the targets of issue 4.
 //   node bench/run.mjs [--only a,b] [--runs 3] [--n 100000] [--phases set-seq,get-c64,...]
-//                      [--max-phase-seconds 30] [--out bench/results]
+//                      [--blob-n 2000] [--blob-mib 64] [--max-phase-seconds 30] [--out bench/results]
 import { fork } from 'node:child_process'
 import { readdirSync, mkdirSync, writeFileSync, copyFileSync, mkdtempSync, rmSync } from 'node:fs'
 import os from 'node:os'
@@ -23,8 +23,17 @@ export const PHASES = [
   { id: 'list', label: 'list', unit: 'keys/s' },
   { id: 'query', label: 'query (no index)', unit: 'q/s' },
   { id: 'query-index', label: 'query (index)', unit: 'q/s' },
+  // blobs (issue 6): --blob-n objects of 1 KiB with 64 in flight, then one --blob-mib MiB body
+  { id: 'blob-put-1k', label: 'blob put 1k (c64)', unit: 'ops/s' },
+  { id: 'blob-get-1k', label: 'blob get 1k (c64)', unit: 'ops/s' },
+  { id: 'blob-list', label: 'blob list', unit: 'keys/s' },
+  { id: 'blob-multipart', label: 'blob multipart (MiB/s)', unit: 'MiB/s' },
 ]
 const KV_PHASES = ['set-seq', 'set-c64', 'set-batch', 'get-seq', 'get-c64', 'list']
+const RECORD_PHASES = ['query', 'query-index']
+const BLOB_PHASES = ['blob-put-1k', 'blob-get-1k', 'blob-list', 'blob-multipart']
+/** What a row runs without --phases: a module may say (`phases` in libs/*.mjs; the S3 rows run the blob phases). */
+const DEFAULT_PHASES = [...KV_PHASES, ...RECORD_PHASES]
 
 // Rows compared, and the targets of issue 4 (minimum ratio ours/theirs per phase).
 const COMPARISONS = [
@@ -36,34 +45,49 @@ const COMPARISONS = [
   { ours: 'persist-sqlite', theirs: 'keyv-sqlite', targets: Object.fromEntries(KV_PHASES.map((p) => [p, 10])) },
   { ours: 'persist-sqlite', theirs: 'lmdb', targets: {} },
   { ours: 'persist-custom-map', theirs: 'map-floor', targets: {} },
-  { ours: 'persist-postgres', theirs: 'pg', targets: {} },
-  { ours: 'persist-s3', theirs: 'aws-sdk-s3', targets: {} },
+  // issue 5: at least 1.5x pg on the 64-in-flight phases, at least 1x on the others
+  {
+    ours: 'persist-postgres',
+    theirs: 'pg',
+    targets: { 'set-seq': 1, 'set-c64': 1.5, 'set-batch': 1, 'get-seq': 1, 'get-c64': 1.5, list: 1, query: 1, 'query-index': 1 },
+  },
+  // issue 6: at least 1x @aws-sdk/client-s3 (every phase run on both rows)
+  {
+    ours: 'persist-s3',
+    theirs: 'aws-sdk-s3',
+    targets: Object.fromEntries([...KV_PHASES, ...BLOB_PHASES].map((p) => [p, 1])),
+  },
 ]
 
 function parseArgs(argv) {
-  const o = { runs: 3, n: 100000, only: null, phases: PHASES.map((p) => p.id), maxPhaseSeconds: 30, out: path.join(HERE, 'results'), timeout: 1800, addon: path.join(REPO, 'persist.linux-x64-gnu.node') }
+  const o = { runs: 3, n: 100000, blobN: 2000, blobMib: 64, only: null, phases: null, maxPhaseSeconds: 30, out: path.join(HERE, 'results'), timeout: 1800, addon: path.join(REPO, 'persist.linux-x64-gnu.node') }
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
     const [k, inline] = a.includes('=') ? a.split(/=(.*)/s) : [a, undefined]
     const val = () => (inline !== undefined ? inline : argv[++i])
     if (k === '--runs') o.runs = Number(val())
     else if (k === '--n') o.n = Number(val())
+    else if (k === '--blob-n') o.blobN = Number(val())
+    else if (k === '--blob-mib') o.blobMib = Number(val())
     else if (k === '--only') o.only = val().split(',').map((s) => s.trim()).filter(Boolean)
     else if (k === '--phases') {
-      const ps = val().split(',').flatMap((s) => (s.trim() === 'records' ? ['query', 'query-index'] : s.trim() === 'kv' ? KV_PHASES : [s.trim()]))
-      for (const p of ps) if (!PHASES.some((x) => x.id === p)) throw new Error(`unknown phase ${p} (known: ${PHASES.map((x) => x.id).join(', ')}, kv, records)`)
-      o.phases = ps
+      const groups = { kv: KV_PHASES, records: RECORD_PHASES, blobs: BLOB_PHASES }
+      const ps = val().split(',').flatMap((s) => groups[s.trim()] ?? [s.trim()])
+      for (const p of ps) if (!PHASES.some((x) => x.id === p)) throw new Error(`unknown phase ${p} (known: ${PHASES.map((x) => x.id).join(', ')}, kv, records, blobs)`)
+      o.phases = [...new Set(ps)]
     } else if (k === '--max-phase-seconds') o.maxPhaseSeconds = Number(val())
     else if (k === '--timeout') o.timeout = Number(val())
     else if (k === '--out') o.out = path.resolve(val())
     else if (k === '--addon') o.addon = path.resolve(val())
     else if (k === '--help' || k === '-h') {
-      console.log('node bench/run.mjs [--only lib,lib] [--runs 3] [--n 100000] [--phases p,p|kv|records] [--max-phase-seconds 30] [--timeout 1800] [--out dir] [--addon file.node]')
+      console.log('node bench/run.mjs [--only lib,lib] [--runs 3] [--n 100000] [--phases p,p|kv|records|blobs] [--blob-n 2000] [--blob-mib 64] [--max-phase-seconds 30] [--timeout 1800] [--out dir] [--addon file.node]')
       process.exit(0)
     } else throw new Error(`unknown option ${a}`)
   }
   if (!(o.n >= 1 && o.n <= 999999)) throw new Error('--n must be 1..999999')
   if (!(o.runs >= 1)) throw new Error('--runs must be >= 1')
+  if (!(o.blobN >= 1 && o.blobN <= 999999)) throw new Error('--blob-n must be 1..999999')
+  if (!(o.blobMib >= 1)) throw new Error('--blob-mib must be >= 1')
   return o
 }
 
@@ -76,7 +100,7 @@ async function discoverLibs(only) {
     let meta = { id, label: id }
     try {
       const m = (await import(path.join(HERE, 'libs', f))).default
-      meta = { id, label: m.label ?? id, ours: !!m.ours, optIn: !!m.optIn }
+      meta = { id, label: m.label ?? id, ours: !!m.ours, optIn: !!m.optIn, phases: m.phases }
     } catch (e) {
       meta.importError = String(e?.message ?? e).split('\n')[0]
     }
@@ -85,7 +109,7 @@ async function discoverLibs(only) {
   }
   if (only) for (const id of only) if (!libs.some((l) => l.id === id)) throw new Error(`no bench/libs/${id}.mjs`)
   // ours first, then the anchors in a fixed order
-  const rank = ['persist-sqlite', 'better-sqlite3', 'keyv-sqlite', 'lmdb', 'persist-custom-map', 'map-floor']
+  const rank = ['persist-sqlite', 'better-sqlite3', 'keyv-sqlite', 'lmdb', 'persist-custom-map', 'map-floor', 'persist-postgres', 'pg', 'persist-s3', 'aws-sdk-s3']
   const r = (id) => (rank.includes(id) ? rank.indexOf(id) : rank.length)
   return libs.sort((a, b) => r(a.id) - r(b.id) || a.id.localeCompare(b.id))
 }
@@ -95,7 +119,7 @@ function runChild(lib, opts) {
     const res = { phases: {}, extra: {}, info: undefined, unavailable: undefined }
     const child = fork(
       path.join(HERE, 'worker.mjs'),
-      [lib.id, String(opts.n), opts.phases.join(','), String(opts.maxPhaseSeconds)],
+      [lib.id, String(opts.n), lib.phaseList.join(','), String(opts.maxPhaseSeconds), String(opts.blobN), String(opts.blobMib)],
       { execArgv: ['--expose-gc'], stdio: ['ignore', 'inherit', 'pipe', 'ipc'] },
     )
     let stderr = ''
@@ -129,7 +153,7 @@ function runChild(lib, opts) {
         const why = res.timedOut ? `timed out after ${opts.timeout} s` : `child exited (${signal ?? `code ${code}`})`
         const last = stderr.trim().split('\n').slice(-3).join(' | ')
         res.crash = `${why}${last ? `: ${last}` : ''}`
-        for (const p of opts.phases) if (!res.phases[p]) res.phases[p] = { error: res.crash }
+        for (const p of lib.phaseList) if (!res.phases[p]) res.phases[p] = { error: res.crash }
       }
       resolve(res)
     })
@@ -152,6 +176,9 @@ function table(header, rows, alignLeft = 1) {
 async function main() {
   const opts = parseArgs(process.argv.slice(2))
   const libs = await discoverLibs(opts.only)
+  // each row runs --phases, or without it its own default (the S3 rows: the blob phases)
+  for (const l of libs) l.phaseList = opts.phases ?? (l.phases?.length ? l.phases : DEFAULT_PHASES)
+  const runPhases = PHASES.map((p) => p.id).filter((p) => libs.some((l) => l.phaseList.includes(p)))
   const started = new Date()
   const machine = {
     cpu: os.cpus()[0]?.model?.trim(),
@@ -176,7 +203,7 @@ async function main() {
       console.error(`bench: cannot snapshot the addon: ${e.message}`)
     }
   }
-  console.error(`bench: N=${opts.n}, ${opts.runs} run(s), phases ${opts.phases.join(',')}, libraries ${libs.map((l) => l.id).join(', ')}`)
+  console.error(`bench: N=${opts.n}${runPhases.some((p) => BLOB_PHASES.includes(p)) ? `, blobs ${opts.blobN} x 1 KiB + ${opts.blobMib} MiB` : ''}, ${opts.runs} run(s), libraries ${libs.map((l) => `${l.id} (${l.phaseList.join(',')})`).join(', ')}`)
   const raw = Object.fromEntries(libs.map((l) => [l.id, []]))
   for (let run = 1; run <= opts.runs; run++) {
     for (const lib of libs) {
@@ -200,7 +227,7 @@ async function main() {
     const ok = runs.filter((r) => !r.unavailable)
     const entry = { label: lib.label, info: ok[0]?.info, phases: {}, extra: {} }
     if (!ok.length) entry.unavailable = runs[0]?.unavailable ?? 'no run'
-    for (const p of opts.phases) {
+    for (const p of lib.phaseList) {
       const rs = ok.map((r) => r.phases[p]).filter(Boolean)
       const good = rs.filter((r) => !r.error && !r.na)
       if (rs.length && rs.every((r) => r.na)) entry.phases[p] = { na: true }
@@ -233,7 +260,7 @@ async function main() {
       continue
     }
     const row = { ours: c.ours, theirs: c.theirs, phases: {} }
-    for (const p of opts.phases) {
+    for (const p of runPhases) {
       const x = a.phases[p]?.median
       const y = b.phases[p]?.median
       const ratio = x && y ? x / y : undefined
@@ -244,7 +271,7 @@ async function main() {
   }
 
   // print
-  const phaseCols = PHASES.filter((p) => opts.phases.includes(p.id))
+  const phaseCols = PHASES.filter((p) => runPhases.includes(p.id))
   const cell = (e) => (!e ? '' : e.na ? '—' : e.error ? 'error' : fmtRate(e.median) + (e.capped ? '*' : ''))
   const opsRows = libs.map((l) => {
     const e = results[l.id]
@@ -252,7 +279,7 @@ async function main() {
     return [l.id, ...phaseCols.map((p) => cell(e.phases[p.id]))]
   })
   const builds = [...new Set(libs.filter((l) => l.ours).map((l) => results[l.id].build).filter(Boolean))]
-  console.log(`\n## ops/s, median of ${opts.runs} run(s), N = ${opts.n} (list: keys/s; query: queries/s)${builds.length ? `; addon build: ${builds.join(', ')}` : ''}\n`)
+  console.log(`\n## ops/s, median of ${opts.runs} run(s), N = ${opts.n}${runPhases.some((p) => BLOB_PHASES.includes(p)) ? `, blobs: ${opts.blobN} x 1 KiB, ${opts.blobMib} MiB multipart` : ''} (list: keys/s; query: queries/s; multipart: MiB/s)${builds.length ? `; addon build: ${builds.join(', ')}` : ''}\n`)
   console.log(table(['library', ...phaseCols.map((p) => p.label)], opsRows))
   const unavailable = libs.filter((l) => results[l.id].unavailable)
   for (const l of unavailable) console.log(`\n${l.id}: unavailable: ${results[l.id].unavailable}`)
@@ -284,7 +311,7 @@ async function main() {
     date: started.toISOString(),
     machine,
     addon,
-    options: { n: opts.n, runs: opts.runs, phases: opts.phases, maxPhaseSeconds: opts.maxPhaseSeconds, concurrency: 64, batch: 1000, shuffleSeed: 42 },
+    options: { n: opts.n, runs: opts.runs, phases: runPhases, phasesPerLibrary: Object.fromEntries(libs.map((l) => [l.id, l.phaseList])), blobN: opts.blobN, blobMib: opts.blobMib, blobSize: 1024, maxPhaseSeconds: opts.maxPhaseSeconds, concurrency: 64, batch: 1000, shuffleSeed: 42 },
     results,
     ratios,
     raw,

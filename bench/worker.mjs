@@ -1,17 +1,23 @@
 // One (library, run): a fresh process (this one) and fresh databases in a temp dir. Runs the
 // selected phases and reports each one to the parent (run.mjs) over IPC as it finishes.
-// Usage (normally through run.mjs): node --expose-gc worker.mjs <lib-id> <n> <phases,..> <maxPhaseSeconds>
+// Usage (normally through run.mjs):
+//   node --expose-gc worker.mjs <lib-id> <n> <phases,..> <maxPhaseSeconds> [<blob-n> <blob-mib>]
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs'
+import { createHash } from 'node:crypto'
+import { Readable } from 'node:stream'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import {
   keyOf, warmKeyOf, valueOf, valueOk, shuffledIndices, LIST_PREFIX, listExpectedCount,
   recordsOf, QUERY, expectedQuery, checkQuery,
+  blobKeyOf, blobOf, BLOB_PREFIX, bigChunks,
 } from './lib/workload.mjs'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
-const [libId, nArg, phasesArg, capArg] = process.argv.slice(2)
+const [libId, nArg, phasesArg, capArg, blobNArg = '2000', blobMibArg = '64'] = process.argv.slice(2)
+const BLOB_N = Number(blobNArg)
+const BLOB_MIB = Number(blobMibArg)
 const N = Number(nArg)
 const PHASES = new Set(phasesArg.split(','))
 const CAP_NS = BigInt(Math.round(Number(capArg) * 1e9))
@@ -239,6 +245,92 @@ async function main() {
         return { reps: r.reps, seconds: r.seconds, opsPerSec: r.perSec, indexBuildMs, ...(plan ? { plan } : {}) }
       })
       await s.close()
+    }
+  }
+
+  // ---- blobs (issue 6): BLOB_N objects of 1 KiB, 64 in flight; one BLOB_MIB MiB body ----
+  const BLOB_PHASES = ['blob-put-1k', 'blob-get-1k', 'blob-list', 'blob-multipart']
+  if (BLOB_PHASES.some((p) => PHASES.has(p))) {
+    let bs
+    let filledBlobs = false
+    const na = (msg) => { for (const p of BLOB_PHASES) if (PHASES.has(p)) send({ type: 'phase', phase: p, result: msg ? { error: msg } : { na: true } }) }
+    try {
+      bs = await fresh()
+      if (!bs.blobs) {
+        await bs.close()
+        bs = undefined
+        na()
+      }
+    } catch (e) {
+      bs = undefined
+      na(String(e?.message ?? e).split('\n')[0])
+    }
+    if (bs) {
+      const b = bs.blobs
+      const blobIdx = range(1, BLOB_N)
+      const bodies = new Array(BLOB_N + 1)
+      for (let i = 1; i <= BLOB_N; i++) bodies[i] = blobOf(i)
+      const warmB = range(1, Math.max(16, Math.min(100, Math.floor(BLOB_N / 10))))
+      const same = (got, i) => got != null && Buffer.from(got.buffer, got.byteOffset, got.byteLength).equals(bodies[i])
+      const putAll = async () => {
+        const r = await drive(blobIdx, C, (i) => b.put(blobKeyOf(i), bodies[i]))
+        if (r.capped) throw new Error(`put only ${r.ops} of ${BLOB_N} objects within the cap`)
+        filledBlobs = true
+        return r
+      }
+      const fill = async () => {
+        if (!filledBlobs) await putAll()
+      }
+      await phase('blob-put-1k', async () => {
+        await drive(warmB, C, (i) => b.put(`warm:${String(i).padStart(6, '0')}`, bodies[i]))
+        gc()
+        const r = await putAll()
+        for (const i of [1, BLOB_N]) if (!same(await b.get(blobKeyOf(i)), i)) throw new Error(`after the phase, ${blobKeyOf(i)} read back wrong`)
+        return r
+      })
+      await phase('blob-get-1k', async () => {
+        await fill()
+        await drive(warmB, C, async (i) => {
+          if (!same(await b.get(blobKeyOf(i)), i)) throw new Error(`warm-up get ${blobKeyOf(i)} wrong`)
+        })
+        gc()
+        const r = await drive(shuffledIndices(BLOB_N, 42), C, async (i) => {
+          const got = await b.get(blobKeyOf(i))
+          if (!same(got, i)) throw new Error(`get ${blobKeyOf(i)} returned ${got == null ? got : `${got.length} wrong bytes`}`)
+        })
+        const miss = await b.get('obj:absent')
+        if (miss !== undefined && miss !== null) throw new Error('get of an absent blob returned a body')
+        return r
+      })
+      await phase('blob-list', async () => {
+        await fill()
+        const once = async () => {
+          let n = 0
+          for await (const key of b.list(BLOB_PREFIX)) {
+            n++
+            if (key !== blobKeyOf(n)) throw new Error(`list entry ${n}: ${key}`)
+          }
+          if (n !== BLOB_N) throw new Error(`list(${BLOB_PREFIX}) gave ${n} keys, expected ${BLOB_N}`)
+        }
+        const r = await repeat(once)
+        return { keys: BLOB_N, reps: r.reps, seconds: r.seconds, opsPerSec: r.perSec * BLOB_N }
+      })
+      await phase('blob-multipart', async () => {
+        const want = createHash('sha256')
+        for (const c of bigChunks(BLOB_MIB)) want.update(c)
+        const wantHex = want.digest('hex')
+        // warm-up: a 2 MiB stream (one part)
+        await b.putStream('warm:big', Readable.from(bigChunks(2)))
+        gc()
+        const t0 = now()
+        await b.putStream('big:000001', Readable.from(bigChunks(BLOB_MIB)))
+        const seconds = secs(now() - t0)
+        const got = await b.get('big:000001') // read back untimed, checked
+        const gotHex = got && createHash('sha256').update(got).digest('hex')
+        if (gotHex !== wantHex) throw new Error(`the ${BLOB_MIB} MiB blob read back ${got ? `${got.length} bytes, wrong` : got}`)
+        return { ops: BLOB_MIB, seconds, opsPerSec: BLOB_MIB / seconds, bytes: BLOB_MIB * 2 ** 20 }
+      })
+      await bs.close()
     }
   }
 }

@@ -87,6 +87,21 @@ export function wrapStore(store) {
         ).map((d) => ({ id: d.id, data: d.data })),
       ensureIndex: (field) => col.ensureIndex(field),
     },
+    blobs: wrapBlobs(store),
     close: () => store.close(),
+  }
+}
+
+/** The blob part of the bench interface over store.blobs (used by the blob phases; issue 6). */
+export function wrapBlobs(store) {
+  const blobs = store.blobs
+  return {
+    put: (key, body) => blobs.put(key, body),
+    get: (key) => blobs.get(key),
+    list: async function* (prefix) {
+      for await (const info of blobs.list({ prefix })) yield info.key
+    },
+    /** A body of unknown length from a stream: the adapter decides how to upload it (multipart on S3). */
+    putStream: (key, readable) => blobs.put(key, readable, { contentType: 'application/octet-stream' }),
   }
 }

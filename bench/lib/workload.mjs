@@ -73,13 +73,14 @@ export function recordsOf(n, seed = 7) {
   return docs
 }
 
-/** The query: done = false AND priority >= 7 ORDER BY priority DESC (ties: id ASC) LIMIT 100. */
+/** The query: done = false AND priority >= 7 ORDER BY priority DESC LIMIT 100; ties break by id in the direction of
+ * the last sort key (API.md / index.d.ts since 417c5d5): here id DESC. */
 export const QUERY = { minPriority: 7, limit: 100 }
 
 export function expectedQuery(docs) {
   return docs
     .filter((d) => d.data.done === false && d.data.priority >= QUERY.minPriority)
-    .sort((a, b) => b.data.priority - a.data.priority || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+    .sort((a, b) => b.data.priority - a.data.priority || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0))
     .slice(0, QUERY.limit)
 }
 
@@ -93,4 +94,19 @@ export function checkQuery(got, expected) {
     if (g.id !== e.id || g.data.done !== false || g.data.priority !== e.data.priority || g.data.title !== e.data.title)
       throw new Error(`query row ${i}: got ${JSON.stringify(g)}, expected ${JSON.stringify(e)}`)
   }
+}
+
+// ---- blobs (the S3 rows; issue 6): 1 KiB objects and one large multipart body ----
+
+/** Blob keys `obj:000001` …; warm-up blobs `warm:…` stay outside the listed prefix. */
+export const blobKeyOf = (i) => `obj:${pad6(i)}`
+export const BLOB_PREFIX = 'obj:'
+export const BLOB_SIZE = 1024
+/** 1 KiB, different for every i (the key and a counter repeated), checked byte for byte on every get. */
+export function blobOf(i) {
+  return Buffer.alloc(BLOB_SIZE, `${blobKeyOf(i)}|${(i * 2654435761) >>> 0}|`)
+}
+/** The large body: `mib` MiB, generated in 1 MiB chunks (chunk c filled with its own pattern). */
+export function* bigChunks(mib) {
+  for (let c = 0; c < mib; c++) yield Buffer.alloc(1 << 20, `chunk ${c} of the large blob;`)
 }

@@ -25,7 +25,7 @@ export default {
     db.pragma('synchronous = NORMAL')
     db.exec('CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)')
     // WITHOUT ROWID: the primary key (id) is the tie-break of the index below, so
-    // ORDER BY priority DESC, id is answered from the index alone.
+    // ORDER BY priority DESC, id DESC is answered from the index (priority, id) scanned backwards.
     db.exec('CREATE TABLE records (id TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID')
     const put = db.prepare('INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)')
     const get = db.prepare('SELECT value FROM kv WHERE key = ?').pluck()
@@ -42,7 +42,7 @@ export default {
       db.prepare(
         `SELECT id, data FROM records
          WHERE json_extract(data, '$.done') = 0 AND json_extract(data, '$.priority') >= ?
-         ORDER BY json_extract(data, '$.priority') DESC, id ASC LIMIT ?`,
+         ORDER BY json_extract(data, '$.priority') DESC, id DESC LIMIT ?`,
       )
     return {
       setOne: (key, value) => {
@@ -68,13 +68,13 @@ export default {
         },
         ensureIndex: (field) => {
           if (!/^[A-Za-z_][\w.]*$/.test(field)) throw new Error(`bad field ${field}`)
-          db.exec(`CREATE INDEX IF NOT EXISTS idx_${field.replace(/\./g, '_')} ON records (json_extract(data, '$.${field}') DESC)`)
+          db.exec(`CREATE INDEX IF NOT EXISTS idx_${field.replace(/\./g, '_')} ON records (json_extract(data, '$.${field}'))`)
           query = prepareQuery() // re-plan with the index
         },
         plan: () =>
           db
             .prepare(
-              `EXPLAIN QUERY PLAN SELECT id, data FROM records WHERE json_extract(data, '$.done') = 0 AND json_extract(data, '$.priority') >= 7 ORDER BY json_extract(data, '$.priority') DESC, id ASC LIMIT 100`,
+              `EXPLAIN QUERY PLAN SELECT id, data FROM records WHERE json_extract(data, '$.done') = 0 AND json_extract(data, '$.priority') >= 7 ORDER BY json_extract(data, '$.priority') DESC, id DESC LIMIT 100`,
             )
             .all()
             .map((r) => r.detail),

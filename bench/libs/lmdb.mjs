@@ -1,8 +1,8 @@
 // lmdb (lmdb-js): memory-mapped B+tree, synchronous reads, writes batched into async
 // transactions; a put's promise resolves once its transaction is durably committed.
 // Records: a `records` sub-database of id -> doc; the query without an index scans it all in JS;
-// ensureIndex builds an `idx:<field>` sub-database keyed [9 - priority, id] (priority descending,
-// id ascending), built once from the records (the bench does not write after indexing).
+// ensureIndex builds an `idx:<field>` sub-database keyed [priority, id], read in reverse (priority
+// descending, ties id descending), built once from the records (the bench does not write after indexing).
 import path from 'node:path'
 import { pkgVersion } from '../lib/pkg.mjs'
 import { prefixEnd } from '../lib/prefix.mjs'
@@ -42,7 +42,7 @@ export default {
         query: ({ minPriority, limit }) => {
           if (idx) {
             const out = []
-            for (const { key } of idx.getRange({ start: [0], end: [9 - minPriority + 1] })) {
+            for (const { key } of idx.getRange({ start: [10], end: [minPriority], reverse: true })) {
               const data = recs.get(key[1])
               if (data.done === false && data.priority >= minPriority) {
                 out.push({ id: key[1], data })
@@ -54,14 +54,14 @@ export default {
           const hits = []
           for (const { key, value } of recs.getRange())
             if (value.done === false && value.priority >= minPriority) hits.push({ id: key, data: value })
-          hits.sort((a, b) => b.data.priority - a.data.priority || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+          hits.sort((a, b) => b.data.priority - a.data.priority || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0))
           return hits.slice(0, limit)
         },
         ensureIndex: async (field) => {
           if (field !== 'priority') throw new Error('the lmdb row indexes priority only')
           const db = root.openDB({ name: `idx:${field}` })
           await db.transaction(() => {
-            for (const { key, value } of recs.getRange()) db.put([9 - value.priority, key], '')
+            for (const { key, value } of recs.getRange()) db.put([value.priority, key], '')
           })
           idx = db
         },
