@@ -15,6 +15,7 @@
 
 pub mod net;
 pub mod replica;
+pub mod swarm;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};

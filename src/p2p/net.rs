@@ -2,15 +2,15 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use libp2p::identity::Keypair;
 
+pub use super::swarm::Net;
+
 use super::replica::io_err;
-use super::Shared;
-use crate::config::P2pConfig;
 use crate::error::{PersistError, Result};
 
 /// Loads the peer identity kept in `<dir>/identity.key`, creating it on first use.
@@ -57,6 +57,8 @@ pub struct PeerInfo {
 #[async_trait]
 pub trait SyncHandle: Send + Sync {
     fn peer_id(&self) -> String;
+    /// The addresses this peer listens on.
+    fn listen_addresses(&self) -> Vec<String>;
     fn peers(&self) -> Vec<PeerInfo>;
     /// Resolves once `peers` peers are connected and caught up; TIMEOUT after `timeout`.
     async fn wait_for(&self, peers: usize, timeout: Duration) -> Result<()>;
@@ -65,20 +67,21 @@ pub trait SyncHandle: Send + Sync {
 }
 
 pub struct NetState {
-    peer_id: String,
-    peers: Mutex<Vec<PeerInfo>>,
-    synced: Mutex<std::collections::HashSet<String>>,
-    events: Mutex<VecDeque<SyncEvent>>,
-    wake: tokio::sync::watch::Sender<u64>,
+    pub(super) closed: std::sync::atomic::AtomicBool,
+    pub(super) peer_id: String,
+    pub(super) listen: Mutex<Vec<String>>,
+    pub(super) peers: Mutex<Vec<PeerInfo>>,
+    pub(super) synced: Mutex<std::collections::HashSet<String>>,
+    pub(super) events: Mutex<VecDeque<SyncEvent>>,
+    pub(super) wake: tokio::sync::watch::Sender<u64>,
 }
 
 impl NetState {
-    fn bump(&self) {
+    pub(super) fn bump(&self) {
         self.wake.send_modify(|v| *v = v.wrapping_add(1));
     }
 
-    #[allow(dead_code)]
-    fn push(&self, ev: SyncEvent) {
+    pub(super) fn push(&self, ev: SyncEvent) {
         let mut q = self.events.lock().unwrap_or_else(|e| e.into_inner());
         if q.len() >= 1024 {
             q.pop_front();
@@ -93,6 +96,13 @@ impl NetState {
 impl SyncHandle for NetState {
     fn peer_id(&self) -> String {
         self.peer_id.clone()
+    }
+
+    fn listen_addresses(&self) -> Vec<String> {
+        self.listen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn peers(&self) -> Vec<PeerInfo> {
@@ -142,48 +152,5 @@ impl SyncHandle for NetState {
                 _ = tokio::time::sleep_until(deadline) => return None,
             }
         }
-    }
-}
-
-pub struct Net {
-    state: Arc<NetState>,
-    #[allow(dead_code)]
-    shared: Arc<Shared>,
-}
-
-impl Net {
-    pub async fn start(shared: Arc<Shared>, keypair: Keypair, _cfg: &P2pConfig) -> Result<Net> {
-        let state = Arc::new(NetState {
-            peer_id: keypair.public().to_peer_id().to_string(),
-            peers: Mutex::new(Vec::new()),
-            synced: Mutex::new(Default::default()),
-            events: Mutex::new(VecDeque::new()),
-            wake: tokio::sync::watch::channel(0).0,
-        });
-        Ok(Net { state, shared })
-    }
-
-    pub fn handle(&self) -> Arc<NetState> {
-        self.state.clone()
-    }
-
-    /// Makes sure every chunk is on disk, fetching missing ones from peers.
-    pub async fn fetch_chunks(&self, dir: &Path, chunks: &[(String, u64)]) -> Result<()> {
-        let missing: Vec<&String> = chunks
-            .iter()
-            .map(|(h, _)| h)
-            .filter(|h| !dir.join(h).exists())
-            .collect();
-        if let Some(h) = missing.first() {
-            return Err(PersistError::new(
-                crate::error::ErrorCode::Connection,
-                format!("p2p: blob chunk {h} is not on this peer and no peer has sent it"),
-            ));
-        }
-        Ok(())
-    }
-
-    pub async fn stop(&self) {
-        self.state.bump();
     }
 }
