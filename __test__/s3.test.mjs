@@ -7,13 +7,13 @@ import { readFileSync } from "node:fs";
 import { Readable } from "node:stream";
 import { describe, it, before } from "node:test";
 import { inspect } from "node:util";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { createStore } from "@cuitty/persist";
 import { S3_ENDPOINT, s3Bucket, s3Config, isCI } from "./support/adapters.mjs";
 import { randomName, collect } from "./support/util.mjs";
 
 const AUTH_ENDPOINT = process.env.PERSIST_S3_AUTH_ENDPOINT ?? "http://127.0.0.1:9001";
-const authFile = fileURLToPath(new URL("../.s3venv/auth-9001.json", import.meta.url));
+const authFile = join(process.env.PERSIST_S3_VENV ?? "/var/tmp/cuitty-persist-s3venv", "auth-9001.json");
 const sha = (b) => createHash("sha256").update(b).digest("hex");
 // moto (without signature checks) picks the service from the Authorization header; a path ending
 // in .json is otherwise not routed to S3. Plain HTTP, as any S3 tool sends it.

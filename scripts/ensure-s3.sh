@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The local S3 servers the S3 tests need (../shared/notes/s3-test-server.md): moto 5.2.5 in a
-# venv outside git (.s3venv), started on loopback when not answering.
+# venv outside the clone (/var/tmp/cuitty-persist-s3venv, shared by every clone on the machine,
+# like cargo's target cache), started on loopback when not answering.
 #   127.0.0.1:9000  no signature checks; the conformance suite and most S3 tests
 #   127.0.0.1:9001  signature-checking (INITIAL_NO_AUTH_ACTION_COUNT=3); its IAM user's key is
-#                   written to .s3venv/auth-9001.json for the wrong-secret test
+#                   written to <venv>/auth-9001.json for the wrong-secret test
 # Idempotent: when both answer (and the key file exists), it does nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV="${PERSIST_S3_VENV:-$PWD/.s3venv}"
+VENV="${PERSIST_S3_VENV:-/var/tmp/cuitty-persist-s3venv}"
 MOTO_VERSION="5.2.5"
 
 answers() { curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$1/"; }
@@ -37,9 +38,11 @@ start() { # probe, port, extra env...
 }
 
 start answers 9000
-if [ ! -s "$VENV/auth-9001.json" ] && listening 9001 && [ -s "$VENV/moto-9001.pid" ]; then
-  # Ours, but its key was never recorded: its free calls may be spent, so start it afresh.
-  kill "$(cat "$VENV/moto-9001.pid")" 2>/dev/null || true
+if [ ! -s "$VENV/auth-9001.json" ] && listening 9001; then
+  # Its key was never recorded here (an instance of an earlier venv, say): its free calls may be
+  # spent, so start it afresh.
+  kill "$(cat "$VENV/moto-9001.pid" 2>/dev/null)" 2>/dev/null || true
+  for pid in $(ss -ltnpH 'sport = :9001' 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2); do kill "$pid" 2>/dev/null || true; done
   for _ in $(seq 50); do listening 9001 || break; sleep 0.1; done
 fi
 if ! listening 9001; then
