@@ -18,7 +18,14 @@ export default {
     const admin = await s3Client()
     const bucket = freshName('-')
     await createBucket(admin, bucket)
-    const store = await createStore({ name: 'bench', adapter: 's3', bucket, ...s3Config() })
+    let store
+    try {
+      store = await createStore({ name: 'bench', adapter: 's3', bucket, ...s3Config() })
+    } catch (e) {
+      await dropBucket(admin, bucket).catch(() => {})
+      admin.destroy()
+      throw e
+    }
     const s = wrapStore(store)
     s.close = async () => {
       await store.close()
