@@ -346,23 +346,6 @@ fn range_sql(path: &FieldPath, op: &Op) -> Option<SqlFragment> {
     }
 }
 
-/// The smallest string greater than every string starting with `prefix` (by code point, which
-/// is UTF-8 byte order); `None` if there is none.
-fn prefix_upper_bound(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        let next = match last as u32 {
-            0xD7FF => Some('\u{E000}'),
-            c => char::from_u32(c + 1),
-        };
-        if let Some(n) = next {
-            chars.push(n);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
-}
-
 fn prefix_sql(path: &FieldPath, prefix: &str) -> Option<SqlFragment> {
     let mut f = SqlFragment::new();
     if prefix.is_empty() {
@@ -378,7 +361,7 @@ fn prefix_sql(path: &FieldPath, prefix: &str) -> Option<SqlFragment> {
         .text(path)
         .s(" >= ")
         .param(prefix.to_string());
-    if let Some(upper) = prefix_upper_bound(prefix) {
+    if let Some(upper) = crate::validate::prefix_successor(prefix) {
         f.s(" AND ").text(path).s(" < ").param(upper);
     }
     f.s(")");
