@@ -3,6 +3,7 @@
 //! in `napi/`, which converts values and delegates to [`store::Store`].
 
 pub mod backend;
+pub mod chunks;
 pub mod clock;
 pub mod config;
 pub mod error;

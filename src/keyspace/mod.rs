@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::backend::{Backend, BlobReader, BlobUpload};
+use crate::chunks::{locate, Chunker};
 use crate::clock::{iso8601, new_id, new_version, now_ms};
 use crate::error::{PersistError, Result};
 use crate::model::*;
@@ -1259,7 +1260,7 @@ impl Backend for KeyspaceBackend {
             key,
             meta,
             body: new_id(),
-            pending: Vec::new(),
+            chunker: Chunker::new(CHUNK),
             chunks: 0,
             size: 0,
             finished: false,
@@ -1506,7 +1507,7 @@ struct Upload {
     key: String,
     meta: BlobMeta,
     body: String,
-    pending: Vec<u8>,
+    chunker: Chunker,
     chunks: u64,
     size: u64,
     finished: bool,
@@ -1524,18 +1525,14 @@ impl Upload {
 impl BlobUpload for Upload {
     async fn write(&mut self, chunk: Vec<u8>) -> Result<()> {
         self.size += chunk.len() as u64;
-        self.pending.extend_from_slice(&chunk);
-        while self.pending.len() >= CHUNK {
-            let rest = self.pending.split_off(CHUNK);
-            let full = std::mem::replace(&mut self.pending, rest);
+        for full in self.chunker.push(chunk) {
             self.flush(full).await?;
         }
         Ok(())
     }
 
     async fn commit(mut self: Box<Self>) -> Result<BlobInfo> {
-        if !self.pending.is_empty() {
-            let last = std::mem::take(&mut self.pending);
+        if let Some(last) = self.chunker.finish() {
             self.flush(last).await?;
         }
         let rec = BlobRecord {
@@ -1600,9 +1597,7 @@ impl BlobReader for Reader {
         if self.pos >= self.end {
             return Ok(None);
         }
-        let index = self.pos / CHUNK as u64;
-        let offset = (self.pos % CHUNK as u64) as usize;
-        let want = ((self.end - self.pos) as usize).min(CHUNK - offset);
+        let (index, offset, want) = locate(self.pos, self.end, CHUNK);
         let key = layout::chunk(&self.body, index);
         let bytes = match self.store.get(&key).await? {
             Some(Stored::Bytes(bytes)) => bytes,

@@ -30,6 +30,7 @@ use automerge::transaction::Transactable;
 use sha2::{Digest, Sha256};
 
 use crate::backend::{Backend, BlobReader, BlobUpload};
+use crate::chunks::Chunker;
 use crate::clock::{iso8601, new_version, now_ms};
 use crate::config::{file_name_for, P2pConfig};
 use crate::error::{PersistError, Result};
@@ -498,7 +499,7 @@ impl Backend for P2pBackend {
             chunks_dir,
             key,
             meta,
-            buf: Vec::new(),
+            chunker: Chunker::new(CHUNK),
             chunks: Vec::new(),
             size: 0,
             created: Vec::new(),
@@ -680,7 +681,7 @@ struct Upload {
     chunks_dir: PathBuf,
     key: String,
     meta: BlobMeta,
-    buf: Vec<u8>,
+    chunker: Chunker,
     chunks: Vec<(String, u64)>,
     size: u64,
     /// Chunk files this upload created (removed again if it does not commit).
@@ -735,22 +736,14 @@ impl Upload {
 #[async_trait]
 impl BlobUpload for Upload {
     async fn write(&mut self, chunk: Vec<u8>) -> Result<()> {
-        if self.buf.is_empty() && chunk.len() >= CHUNK {
-            self.buf = chunk;
-        } else {
-            self.buf.extend_from_slice(&chunk);
-        }
-        while self.buf.len() >= CHUNK {
-            let rest = self.buf.split_off(CHUNK);
-            let full = std::mem::replace(&mut self.buf, rest);
+        for full in self.chunker.push(chunk) {
             self.flush_chunk(full).await?;
         }
         Ok(())
     }
 
     async fn commit(mut self: Box<Self>) -> Result<BlobInfo> {
-        if !self.buf.is_empty() {
-            let last = std::mem::take(&mut self.buf);
+        if let Some(last) = self.chunker.finish() {
             self.flush_chunk(last).await?;
         }
         let rec = BlobRec {

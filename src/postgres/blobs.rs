@@ -11,6 +11,7 @@ use tokio_postgres::Row;
 
 use super::{pg_err, read, write, Inner};
 use crate::backend::{BlobReader, BlobUpload};
+use crate::chunks::{locate, Chunker};
 use crate::clock::{iso8601, new_version, now_ms};
 use crate::error::{PersistError, Result};
 use crate::model::{BlobInfo, BlobMeta, ByteRange, DEFAULT_CONTENT_TYPE};
@@ -58,7 +59,7 @@ pub async fn start(inner: &Arc<Inner>, key: String, meta: BlobMeta) -> Result<Bo
         key,
         meta,
         body_id,
-        pending: Vec::new(),
+        chunker: Chunker::new(CHUNK),
         next_idx: 0,
         size: 0,
         finished: false,
@@ -142,7 +143,7 @@ pub struct Upload {
     key: String,
     meta: BlobMeta,
     body_id: i64,
-    pending: Vec<u8>,
+    chunker: Chunker,
     next_idx: i32,
     size: u64,
     finished: bool,
@@ -166,21 +167,14 @@ impl Upload {
 impl BlobUpload for Upload {
     async fn write(&mut self, chunk: Vec<u8>) -> Result<()> {
         self.size += chunk.len() as u64;
-        if self.pending.is_empty() && chunk.len() == CHUNK {
-            return self.flush_chunk(chunk).await;
-        }
-        self.pending.extend_from_slice(&chunk);
-        while self.pending.len() >= CHUNK {
-            let rest = self.pending.split_off(CHUNK);
-            let full = std::mem::replace(&mut self.pending, rest);
+        for full in self.chunker.push(chunk) {
             self.flush_chunk(full).await?;
         }
         Ok(())
     }
 
     async fn commit(mut self: Box<Self>) -> Result<BlobInfo> {
-        if !self.pending.is_empty() {
-            let last = std::mem::take(&mut self.pending);
+        if let Some(last) = self.chunker.finish() {
             self.flush_chunk(last).await?;
         }
         self.finished = true;
@@ -289,9 +283,8 @@ impl BlobReader for Reader {
         if self.pos >= self.end {
             return Ok(None);
         }
-        let idx = (self.pos / CHUNK as u64) as i32;
-        let offset = (self.pos % CHUNK as u64) as i32;
-        let want = ((self.end - self.pos) as usize).min(CHUNK - offset as usize);
+        let (idx, offset, want) = locate(self.pos, self.end, CHUNK);
+        let (idx, offset) = (idx as i32, offset as i32);
         let want_i = want as i32;
         let body_id = self.body_id;
         let row = read!(self.inner, c => {

@@ -12,6 +12,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{sql_err, Shared};
 use crate::backend::{BlobReader, BlobUpload};
+use crate::chunks::{locate, Chunker};
 use crate::clock::{iso8601, new_version, now_ms};
 use crate::error::{PersistError, Result};
 use crate::model::{BlobInfo, BlobMeta, ByteRange, DEFAULT_CONTENT_TYPE};
@@ -132,7 +133,7 @@ pub struct Upload {
     key: String,
     meta: BlobMeta,
     body_id: i64,
-    pending: Vec<u8>,
+    chunker: Chunker,
     next_idx: i64,
     size: u64,
     finished: bool,
@@ -145,7 +146,7 @@ impl Upload {
             key,
             meta,
             body_id,
-            pending: Vec::new(),
+            chunker: Chunker::new(CHUNK),
             next_idx: 0,
             size: 0,
             finished: false,
@@ -174,21 +175,14 @@ impl Upload {
 impl BlobUpload for Upload {
     async fn write(&mut self, chunk: Vec<u8>) -> Result<()> {
         self.size += chunk.len() as u64;
-        if self.pending.is_empty() && chunk.len() == CHUNK {
-            return self.flush_chunk(chunk).await;
-        }
-        self.pending.extend_from_slice(&chunk);
-        while self.pending.len() >= CHUNK {
-            let rest = self.pending.split_off(CHUNK);
-            let full = std::mem::replace(&mut self.pending, rest);
+        for full in self.chunker.push(chunk) {
             self.flush_chunk(full).await?;
         }
         Ok(())
     }
 
     async fn commit(mut self: Box<Self>) -> Result<BlobInfo> {
-        if !self.pending.is_empty() {
-            let last = std::mem::take(&mut self.pending);
+        if let Some(last) = self.chunker.finish() {
             self.flush_chunk(last).await?;
         }
         self.finished = true;
@@ -283,9 +277,8 @@ impl BlobReader for Reader {
         if self.pos >= self.end {
             return Ok(None);
         }
-        let idx = (self.pos / CHUNK as u64) as i64;
-        let offset = (self.pos % CHUNK as u64) as usize;
-        let want = ((self.end - self.pos) as usize).min(CHUNK - offset);
+        let (idx, offset, want) = locate(self.pos, self.end, CHUNK);
+        let idx = idx as i64;
         let body_id = self.body_id;
         let key = self.info.key.clone();
         let bytes = Shared::read(&self.shared, move |c| {
