@@ -109,3 +109,12 @@ pub struct ByteRange {
 }
 
 pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
+
+impl BlobMeta {
+    /// The content type a blob is stored with: the caller's, else `application/octet-stream`.
+    pub fn content_type_or_default(&self) -> String {
+        self.content_type
+            .clone()
+            .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_string())
+    }
+}

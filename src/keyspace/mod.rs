@@ -1537,11 +1537,7 @@ impl BlobUpload for Upload {
         }
         let rec = BlobRecord {
             size: self.size,
-            content_type: self
-                .meta
-                .content_type
-                .clone()
-                .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_string()),
+            content_type: self.meta.content_type_or_default(),
             etag: new_version(),
             metadata: std::mem::take(&mut self.meta.metadata),
             updated_at: iso8601(now_ms()),

@@ -748,11 +748,7 @@ impl BlobUpload for Upload {
         }
         let rec = BlobRec {
             size: self.size,
-            ct: self
-                .meta
-                .content_type
-                .clone()
-                .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_string()),
+            ct: self.meta.content_type_or_default(),
             etag: new_version(),
             meta: self.meta.metadata.clone(),
             upd: iso8601(now_ms()),

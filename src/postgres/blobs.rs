@@ -14,7 +14,7 @@ use crate::backend::{BlobReader, BlobUpload};
 use crate::chunks::{locate, Chunker};
 use crate::clock::{iso8601, new_version, now_ms};
 use crate::error::{PersistError, Result};
-use crate::model::{BlobInfo, BlobMeta, ByteRange, DEFAULT_CONTENT_TYPE};
+use crate::model::{BlobInfo, BlobMeta, ByteRange};
 use crate::validate::prefix_successor;
 
 /// Bytes per chunk row.
@@ -182,11 +182,7 @@ impl BlobUpload for Upload {
         let info = BlobInfo {
             key: self.key.clone(),
             size: self.size,
-            content_type: self
-                .meta
-                .content_type
-                .clone()
-                .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_string()),
+            content_type: self.meta.content_type_or_default(),
             etag: new_version(),
             metadata: std::mem::take(&mut self.meta.metadata),
             updated_at: iso8601(now_ms()),

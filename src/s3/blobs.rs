@@ -177,10 +177,7 @@ impl NativeBlobs for Shared {
             shared: self.clone(),
             object_key: self.blob_object(&key),
             key,
-            content_type: meta
-                .content_type
-                .clone()
-                .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_string()),
+            content_type: meta.content_type_or_default(),
             metadata: meta.metadata,
             etag: new_version(),
             updated_at: iso8601(now_ms()),
