@@ -177,19 +177,12 @@ class KV {
   #flushSets = async () => {
     const batch = this.#pendingSets
     this.#pendingSets = []
-    if (batch.length === 1) {
-      const op = batch[0]
-      try {
-        op.resolve(JSON.parse(await this.#n.kvSet(op.key, op.json, op.ttl, op.ifVersion, op.ifAbsent)))
-      } catch (err) {
-        op.reject(fromNative(err))
-      }
-      return
-    }
     const ops = '[' + batch.map((o) => `[${JSON.stringify(o.key)},${o.json},${o.ttl === null ? 'null' : JSON.stringify(o.ttl)},${o.ifVersion === null ? 'null' : JSON.stringify(o.ifVersion)},${o.ifAbsent}]`).join(',') + ']'
     let results
     try {
-      results = JSON.parse(await this.#n.kvSetBatch(ops))
+      // Committed right here when the backend can do it without waiting (SQLite with an idle
+      // writer: no thread hop at all), else by the writer off this thread.
+      results = JSON.parse(this.#n.kvSetBatchNow(ops) ?? (await this.#n.kvSetBatch(ops)))
     } catch (err) {
       const e = fromNative(err)
       for (const op of batch) op.reject(e)

@@ -28,6 +28,15 @@ pub trait Backend: Send + Sync + 'static {
     async fn kv_set_each(&self, sets: Vec<KvSet>) -> Vec<Result<KvEntry>> {
         futures::future::join_all(sets.into_iter().map(|set| self.kv_set(set))).await
     }
+    /// Like `kv_set_each`, committed on the calling thread before it returns when the backend
+    /// can do so without waiting (SQLite: a small batch, nothing queued for the writer, the
+    /// database not locked by another process); gives the sets back to take the async path.
+    fn kv_set_each_now(
+        &self,
+        sets: Vec<KvSet>,
+    ) -> std::result::Result<Vec<Result<KvEntry>>, Vec<KvSet>> {
+        Err(sets)
+    }
     /// All or nothing.
     async fn kv_set_many(&self, sets: Vec<KvSet>) -> Result<()>;
     async fn kv_delete(&self, key: String, if_version: Option<String>) -> Result<bool>;

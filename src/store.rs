@@ -190,10 +190,7 @@ impl Store {
 
     /// Independent sets issued together (the binding batches sets made in the same tick);
     /// one result per set, in order.
-    pub async fn kv_set_each(
-        &self,
-        sets: Vec<(String, String, Option<f64>, IfVersion<String>)>,
-    ) -> Result<Vec<Result<KvEntry>>> {
+    pub async fn kv_set_each(&self, sets: Vec<KvSetRequest>) -> Result<Vec<Result<KvEntry>>> {
         let backend = self.open_backend()?;
         let mut results: Vec<Option<Result<KvEntry>>> = Vec::with_capacity(sets.len());
         let mut valid = Vec::with_capacity(sets.len());
@@ -206,16 +203,30 @@ impl Store {
                 Err(e) => results.push(Some(Err(e))),
             }
         }
-        let mut done = backend.kv_set_each(valid).await.into_iter();
-        Ok(results
-            .into_iter()
-            .map(|r| {
-                r.unwrap_or_else(|| {
-                    done.next()
-                        .unwrap_or_else(|| Err(PersistError::internal("missing result")))
-                })
-            })
-            .collect())
+        let done = backend.kv_set_each(valid).await;
+        Ok(merge_results(results, done))
+    }
+
+    /// `kv_set_each` committed on the calling thread, when the backend can (see
+    /// `Backend::kv_set_each_now`); None: call `kv_set_each`.
+    pub fn kv_set_each_now(&self, sets: Vec<KvSetRequest>) -> Option<Result<Vec<Result<KvEntry>>>> {
+        let backend = match self.open_backend() {
+            Ok(b) => b,
+            Err(e) => return Some(Err(e)),
+        };
+        let mut results: Vec<Option<Result<KvEntry>>> = Vec::with_capacity(sets.len());
+        let mut valid = Vec::with_capacity(sets.len());
+        for (key, value, ttl, cond) in sets {
+            match kv_set_checked(key, value, ttl, cond) {
+                Ok(set) => {
+                    results.push(None);
+                    valid.push(set);
+                }
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        let done = backend.kv_set_each_now(valid).ok()?;
+        Some(Ok(merge_results(results, done)))
     }
 
     pub async fn kv_set_many(&self, entries: Vec<(String, String, Option<f64>)>) -> Result<()> {
@@ -515,6 +526,26 @@ impl Store {
         backend.ev_wait(stream, after_seq, timeout).await
     }
 }
+
+/// Fills the slots of the sets that passed validation (None) with the backend's results, in order.
+fn merge_results(
+    checked: Vec<Option<Result<KvEntry>>>,
+    done: Vec<Result<KvEntry>>,
+) -> Vec<Result<KvEntry>> {
+    let mut done = done.into_iter();
+    checked
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                done.next()
+                    .unwrap_or_else(|| Err(PersistError::internal("missing result")))
+            })
+        })
+        .collect()
+}
+
+/// A kv set as the binding receives it: key, value (JSON text), ttl, condition.
+pub type KvSetRequest = (String, String, Option<f64>, IfVersion<String>);
 
 fn kv_set_checked(
     key: String,

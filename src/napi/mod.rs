@@ -22,7 +22,7 @@ use tokio::sync::Mutex;
 use crate::backend::{BlobReader, BlobUpload};
 use crate::error::{PersistError, Result as CoreResult};
 use crate::model::{BlobMeta, ByteRange, IfVersion, KvRange, NewEvent};
-use crate::store::Store;
+use crate::store::{KvSetRequest, Store};
 
 pub(crate) const ERROR_TAG: &str = "\u{0}PERSIST";
 
@@ -151,55 +151,25 @@ impl NativeStore {
         Ok(kv_entries_json(&found))
     }
 
-    #[napi]
-    pub async fn kv_set(
-        &self,
-        key: String,
-        value: String,
-        ttl: Option<f64>,
-        if_version: Option<String>,
-        if_absent: bool,
-    ) -> Result<String> {
-        let cond = match (if_absent, if_version) {
-            (true, _) => IfVersion::Absent,
-            (false, Some(v)) => IfVersion::Is(v),
-            (false, None) => IfVersion::Any,
-        };
-        let entry = self.store.kv_set(key, value, ttl, cond).await.js()?;
-        Ok(json::one(&entry, json::kv_entry))
-    }
-
     /// Sets issued in the same tick, as one call: `ops` is a JSON array of
     /// `[key, value, ttl|null, ifVersion|null, ifAbsent]`. Returns a JSON array with, per set,
     /// `{"ok": entry}` or `{"err": {code, message}}`.
     #[napi]
     pub async fn kv_set_batch(&self, ops: String) -> Result<String> {
-        type Op = (String, Box<RawValue>, Option<f64>, Option<String>, bool);
-        let parsed: Vec<Op> = serde_json::from_str(&ops)
-            .map_err(|e| to_js(PersistError::internal(format!("kvSetBatch: {e}"))))?;
-        let sets = parsed
-            .into_iter()
-            .map(|(key, value, ttl, if_version, if_absent)| {
-                let cond = match (if_absent, if_version) {
-                    (true, _) => IfVersion::Absent,
-                    (false, Some(v)) => IfVersion::Is(v),
-                    (false, None) => IfVersion::Any,
-                };
-                (key, value.get().to_string(), ttl, cond)
-            })
-            .collect();
+        let sets = parse_set_batch(&ops)?;
         let results = self.store.kv_set_each(sets).await.js()?;
-        Ok(json::array(&results, |out, r| match r {
-            Ok(entry) => {
-                out.push_str("{\"ok\":");
-                json::kv_entry(out, entry);
-                out.push('}');
-            }
-            Err(e) => {
-                let body = serde_json::json!({ "code": e.code.as_str(), "message": e.message });
-                out.push_str(&format!("{{\"err\":{body}}}"));
-            }
-        }))
+        Ok(set_results_json(&results))
+    }
+
+    /// `kvSetBatch` committed before it returns, on this thread, when the backend can do that
+    /// without waiting (SQLite: a small batch and an idle writer); null: call `kvSetBatch`.
+    #[napi]
+    pub fn kv_set_batch_now(&self, ops: String) -> Result<Option<String>> {
+        let sets = parse_set_batch(&ops)?;
+        match self.store.kv_set_each_now(sets) {
+            None => Ok(None),
+            Some(results) => Ok(Some(set_results_json(&results.js()?))),
+        }
     }
 
     #[napi]
@@ -641,4 +611,37 @@ impl NativeStore {
             serde_json::json!({ "event": event, "peerId": peer }).to_string()
         }))
     }
+}
+
+/// `ops` of `kvSetBatch`: a JSON array of `[key, value, ttl|null, ifVersion|null, ifAbsent]`.
+fn parse_set_batch(ops: &str) -> Result<Vec<KvSetRequest>> {
+    type Op = (String, Box<RawValue>, Option<f64>, Option<String>, bool);
+    let parsed: Vec<Op> = serde_json::from_str(ops)
+        .map_err(|e| to_js(PersistError::internal(format!("kvSetBatch: {e}"))))?;
+    Ok(parsed
+        .into_iter()
+        .map(|(key, value, ttl, if_version, if_absent)| {
+            let cond = match (if_absent, if_version) {
+                (true, _) => IfVersion::Absent,
+                (false, Some(v)) => IfVersion::Is(v),
+                (false, None) => IfVersion::Any,
+            };
+            (key, value.get().to_string(), ttl, cond)
+        })
+        .collect())
+}
+
+/// Per set, `{"ok": entry}` or `{"err": {code, message}}`.
+fn set_results_json(results: &[CoreResult<crate::model::KvEntry>]) -> String {
+    json::array(results, |out, r| match r {
+        Ok(entry) => {
+            out.push_str("{\"ok\":");
+            json::kv_entry(out, entry);
+            out.push('}');
+        }
+        Err(e) => {
+            let body = serde_json::json!({ "code": e.code.as_str(), "message": e.message });
+            out.push_str(&format!("{{\"err\":{body}}}"));
+        }
+    })
 }

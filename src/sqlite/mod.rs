@@ -15,7 +15,7 @@ mod records;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -32,6 +32,10 @@ use crate::query::{FieldPath, Filter, SortKey};
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most operations one group commit takes.
 const MAX_BATCH: usize = 1024;
+/// The most sets, and bytes of keys and values, committed on the caller's thread at once: a
+/// larger batch goes to the writer thread so the JS thread is never held for long.
+const MAX_NOW_SETS: usize = 256;
+const MAX_NOW_BYTES: usize = 1 << 20;
 /// Reader connections kept open.
 const MAX_IDLE_READERS: usize = 4;
 
@@ -136,12 +140,27 @@ pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-fn writer_loop(
-    conn: Connection,
-    jobs: mpsc::Receiver<Box<dyn WriteJob>>,
-    committed: Arc<AtomicU64>,
+/// The write connection and what the writer thread and callers that write on their own thread
+/// (see `Shared::begin_now`) must agree on.
+struct WriterState {
+    /// Taken by the writer thread for each group commit and by a write on the caller's thread;
+    /// None once the writer thread has exited (the store is closed).
+    conn: Mutex<Option<Connection>>,
+    /// Jobs sent to the writer thread and not finished: a write on the caller's thread must not
+    /// overtake them.
+    queued: AtomicUsize,
+    committed: AtomicU64,
     changed: tokio::sync::watch::Sender<u64>,
-) {
+}
+
+impl WriterState {
+    fn note_commit(&self) {
+        let n = self.committed.fetch_add(1, Ordering::SeqCst) + 1;
+        self.changed.send_replace(n);
+    }
+}
+
+fn writer_loop(state: Arc<WriterState>, jobs: mpsc::Receiver<Box<dyn WriteJob>>) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -150,39 +169,104 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
-            let err = sql_err(err);
-            for job in batch {
-                job.fail(err.clone());
+        let count = batch.len();
+        let finishers = {
+            let guard = state.conn.lock().unwrap_or_else(|e| e.into_inner());
+            match guard.as_ref() {
+                Some(conn) => run_batch(&state, conn, batch),
+                None => {
+                    for job in batch {
+                        job.fail(PersistError::closed());
+                    }
+                    Vec::new()
+                }
             }
-            continue;
-        }
-        // A lone job needs no savepoint: if it fails, the whole transaction is rolled back.
-        let isolate = batch.len() > 1;
-        let mut all_ok = true;
-        let finishers: Vec<_> = batch
-            .into_iter()
-            .map(|job| {
-                let (ok, finish) = job.run(&conn, isolate);
-                all_ok &= ok;
-                finish
-            })
-            .collect();
-        let commit = if isolate || all_ok {
-            conn.execute_batch("COMMIT").map_err(sql_err)
-        } else {
-            // The lone job failed: its own error goes back, nothing is kept.
-            conn.execute_batch("ROLLBACK").map_err(sql_err)
         };
-        if commit.is_err() {
-            let _ = conn.execute_batch("ROLLBACK");
-        } else if isolate || all_ok {
-            let n = committed.fetch_add(1, Ordering::SeqCst) + 1;
-            changed.send_replace(n);
+        state.queued.fetch_sub(count, Ordering::SeqCst);
+        for (finish, commit) in finishers {
+            finish(commit);
         }
-        for finish in finishers {
-            finish(commit.clone());
+    }
+    // Every sender is gone (the store closed): close the connection now, not when the last
+    // clone of the shared state goes.
+    drop(state.conn.lock().unwrap_or_else(|e| e.into_inner()).take());
+}
+
+/// One group commit; returns each job's finisher with the commit's outcome.
+fn run_batch(
+    state: &WriterState,
+    conn: &Connection,
+    batch: Vec<Box<dyn WriteJob>>,
+) -> Vec<(Finish, Result<()>)> {
+    if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let err = sql_err(err);
+        for job in batch {
+            job.fail(err.clone());
         }
+        return Vec::new();
+    }
+    // A lone job needs no savepoint: if it fails, the whole transaction is rolled back.
+    let isolate = batch.len() > 1;
+    let mut all_ok = true;
+    let finishers: Vec<_> = batch
+        .into_iter()
+        .map(|job| {
+            let (ok, finish) = job.run(conn, isolate);
+            all_ok &= ok;
+            finish
+        })
+        .collect();
+    let commit = if isolate || all_ok {
+        conn.execute_batch("COMMIT").map_err(sql_err)
+    } else {
+        // The lone job failed: its own error goes back, nothing is kept.
+        conn.execute_batch("ROLLBACK").map_err(sql_err)
+    };
+    if commit.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+    } else if isolate || all_ok {
+        state.note_commit();
+    }
+    finishers
+        .into_iter()
+        .map(|finish| (finish, commit.clone()))
+        .collect()
+}
+
+/// A transaction begun on the caller's thread with the write connection held: see
+/// `Shared::begin_now`.
+pub(crate) struct WriteNow<'a> {
+    conn: std::sync::MutexGuard<'a, Option<Connection>>,
+    state: &'a WriterState,
+}
+
+impl WriteNow<'_> {
+    /// Runs `work` and commits (or rolls back when it fails); the outcome is final when this
+    /// returns, so a promise resolved with it is as durable as one resolved by the writer.
+    pub(crate) fn commit_with<R>(self, work: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
+        let Some(conn) = self.conn.as_ref() else {
+            return Err(PersistError::closed());
+        };
+        let outcome = catch_unwind(AssertUnwindSafe(|| work(conn)))
+            .unwrap_or_else(|panic| Err(PersistError::internal(panic_message(&panic))));
+        let outcome = match outcome {
+            Ok(r) => match conn.execute_batch("COMMIT") {
+                Ok(()) => {
+                    self.state.note_commit();
+                    Ok(r)
+                }
+                Err(e) => {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    Err(sql_err(e))
+                }
+            },
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        };
+        let _ = conn.busy_timeout(BUSY_TIMEOUT);
+        outcome
     }
 }
 
@@ -233,6 +317,7 @@ pub(crate) struct Shared {
     store_id: i64,
     path: SqlitePath,
     jobs: Mutex<Option<mpsc::Sender<Box<dyn WriteJob>>>>,
+    writer: Arc<WriterState>,
     idle_readers: Mutex<Vec<Connection>>,
     /// The connection for reads answered on the caller's thread (see `read_now`).
     now_reader: Mutex<Option<Connection>>,
@@ -299,10 +384,16 @@ impl SqliteBackend {
 
         let (jobs_tx, jobs_rx) = mpsc::channel::<Box<dyn WriteJob>>();
         let (changed_tx, changed_rx) = tokio::sync::watch::channel(0u64);
-        let committed = Arc::new(AtomicU64::new(0));
+        let writer = Arc::new(WriterState {
+            conn: Mutex::new(Some(conn)),
+            queued: AtomicUsize::new(0),
+            committed: AtomicU64::new(0),
+            changed: changed_tx,
+        });
+        let thread_state = writer.clone();
         let thread = std::thread::Builder::new()
             .name("persist-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, jobs_rx, committed, changed_tx))
+            .spawn(move || writer_loop(thread_state, jobs_rx))
             .map_err(|e| {
                 PersistError::internal(format!("sqlite: cannot start the writer thread: {e}"))
             })?;
@@ -310,6 +401,7 @@ impl SqliteBackend {
             store_id,
             path,
             jobs: Mutex::new(Some(jobs_tx)),
+            writer,
             idle_readers: Mutex::new(Vec::new()),
             now_reader: Mutex::new(None),
             closed: AtomicBool::new(false),
@@ -346,11 +438,36 @@ impl Shared {
         {
             let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
             let jobs = jobs.as_ref().ok_or_else(PersistError::closed)?;
-            jobs.send(Box::new(Job { work, reply }))
-                .map_err(|_| PersistError::closed())?;
+            self.writer.queued.fetch_add(1, Ordering::SeqCst);
+            if jobs.send(Box::new(Job { work, reply })).is_err() {
+                self.writer.queued.fetch_sub(1, Ordering::SeqCst);
+                return Err(PersistError::closed());
+            }
         }
         rx.await
             .map_err(|_| PersistError::internal("sqlite: the writer thread stopped"))?
+    }
+
+    /// Begins a write transaction on the calling thread, or returns None to take the writer
+    /// thread: when jobs are queued for it (they must not be overtaken), while it holds the
+    /// connection, or when another process holds the write lock (busy timeout 0 here, so the
+    /// caller's thread never waits). What `commit_with` then runs must be small: it blocks the
+    /// caller (the JS thread) for its duration.
+    pub(crate) fn begin_now(&self) -> Option<WriteNow<'_>> {
+        if self.closed.load(Ordering::SeqCst) || self.writer.queued.load(Ordering::SeqCst) != 0 {
+            return None;
+        }
+        let conn = self.writer.conn.try_lock().ok()?;
+        let c = conn.as_ref()?;
+        c.busy_timeout(Duration::ZERO).ok()?;
+        if c.execute_batch("BEGIN IMMEDIATE").is_err() {
+            let _ = c.busy_timeout(BUSY_TIMEOUT);
+            return None;
+        }
+        Some(WriteNow {
+            conn,
+            state: &self.writer,
+        })
     }
 
     /// Runs `work` on a reader connection, off the JS thread.
@@ -473,6 +590,37 @@ impl Backend for SqliteBackend {
             Ok(results) => results,
             Err(err) => (0..count).map(|_| Err(err.clone())).collect(),
         }
+    }
+    fn kv_set_each_now(
+        &self,
+        sets: Vec<KvSet>,
+    ) -> std::result::Result<Vec<Result<KvEntry>>, Vec<KvSet>> {
+        let bytes: usize = sets.iter().map(|s| s.key.len() + s.value.len()).sum();
+        if sets.len() > MAX_NOW_SETS || bytes > MAX_NOW_BYTES {
+            return Err(sets);
+        }
+        let Some(tx) = self.shared.begin_now() else {
+            return Err(sets);
+        };
+        let store = self.shared.store_id;
+        let count = sets.len();
+        let isolate = count > 1;
+        let outcome = tx.commit_with(move |c| {
+            Ok(sets
+                .into_iter()
+                .map(|set| {
+                    if isolate {
+                        in_savepoint(c, |c| kv::set(c, store, set))
+                    } else {
+                        kv::set(c, store, set)
+                    }
+                })
+                .collect::<Vec<_>>())
+        });
+        Ok(match outcome {
+            Ok(results) => results,
+            Err(err) => (0..count).map(|_| Err(err.clone())).collect(),
+        })
     }
     async fn kv_set_many(&self, sets: Vec<KvSet>) -> Result<()> {
         let store = self.shared.store_id;
@@ -697,6 +845,109 @@ impl Backend for SqliteBackend {
                 .map_err(|e| PersistError::internal(format!("sqlite: closing failed: {e}")))?
                 .map_err(|_| PersistError::internal("sqlite: the writer thread panicked"))?;
         }
+        // Wake `ev_wait`ers so they see the store closed now rather than at their next poll.
+        self.shared
+            .writer
+            .changed
+            .send_modify(|n| *n = n.wrapping_add(1));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(key: &str, value: &str, if_version: IfVersion<String>) -> KvSet {
+        KvSet {
+            key: key.into(),
+            value: value.into(),
+            ttl_ms: None,
+            if_version,
+        }
+    }
+
+    #[tokio::test]
+    async fn small_sets_commit_on_the_callers_thread_each_failing_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.db");
+        let db = SqliteBackend::open("t", SqlitePath::File(file.clone())).unwrap();
+        let results = db
+            .kv_set_each_now(vec![
+                set("a", "1", IfVersion::Any),
+                set("b", "2", IfVersion::Is("nope".into())),
+                set("c", "3", IfVersion::Absent),
+            ])
+            .unwrap_or_else(|_| panic!("an idle writer takes the sets at once"));
+        assert!(results[0].is_ok() && results[2].is_ok());
+        assert_eq!(
+            results[1].as_ref().unwrap_err().code,
+            ErrorCode::Conflict,
+            "a failing set rolls back alone"
+        );
+        // Committed before it returned: another connection sees exactly a and c.
+        let other = Connection::open(&file).unwrap();
+        let keys: Vec<String> = other
+            .prepare("SELECT key FROM persist_kv ORDER BY key")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(keys, ["a", "c"]);
+        db.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_locked_database_or_a_big_batch_goes_to_the_writer_instead_of_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.db");
+        let db = SqliteBackend::open("t", SqlitePath::File(file.clone())).unwrap();
+        let big: Vec<KvSet> = (0..MAX_NOW_SETS + 1)
+            .map(|i| set(&format!("k{i}"), "1", IfVersion::Any))
+            .collect();
+        assert!(
+            db.kv_set_each_now(big).is_err(),
+            "too many for the caller's thread"
+        );
+
+        // Another connection (another process, as far as SQLite knows) holds the write lock.
+        let other = Connection::open(&file).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let started = std::time::Instant::now();
+        let sets = db
+            .kv_set_each_now(vec![set("x", "1", IfVersion::Any)])
+            .expect_err("the lock is taken: no waiting on the caller's thread");
+        assert!(started.elapsed() < BUSY_TIMEOUT / 2, "and the busy timeout was not waited out");
+        // The writer thread waits for the lock (busy timeout) and commits once it is released.
+        let pending = tokio::spawn({
+            let shared = db.shared.clone();
+            async move {
+                let store = shared.store_id;
+                shared
+                    .write(move |c| {
+                        sets.into_iter()
+                            .map(|s| kv::set(c, store, s))
+                            .collect::<Result<Vec<_>>>()
+                    })
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            db.kv_set_each_now(vec![set("y", "1", IfVersion::Any)])
+                .is_err(),
+            "a job is queued for the writer: nothing overtakes it"
+        );
+        other.execute_batch("COMMIT").unwrap();
+        assert_eq!(pending.await.unwrap().unwrap().len(), 1);
+        assert!(db
+            .kv_set_each_now(vec![set("y", "1", IfVersion::Any)])
+            .is_ok());
+        db.close().await.unwrap();
+        assert!(
+            db.shared.begin_now().is_none(),
+            "no writes on the caller's thread after close"
+        );
     }
 }
