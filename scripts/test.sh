@@ -19,5 +19,8 @@ bash scripts/ensure-postgres.sh   # the Postgres tests need the local server, ro
 bash scripts/ensure-s3.sh         # the S3 tests need moto on 127.0.0.1:9000 (and :9001, signature-checking)
 echo "== node --test" >&2
 node --test --test-concurrency=2 --test-timeout=600000 __test__/*.test.mjs
+# Tests that disturb shared servers (a Postgres restart): alone, after everything else.
+echo "== node --test (exclusive: one at a time, nothing else running)" >&2
+node --test --test-concurrency=1 --test-timeout=600000 __test__/exclusive/*.test.mjs
 
 echo "== all tests passed in $(( $(date +%s) - start )) s" >&2

@@ -456,6 +456,28 @@ pub fn type_rank(v: Option<&Value>) -> u8 {
     }
 }
 
+/// The one type rank that every document `filter` matches has at `path`, when the filter fixes
+/// it (`priority >= 7` admits numbers only): a sort on that path then needs no type-rank term,
+/// which lets SQL backends walk an expression index in order and stop at the LIMIT.
+pub fn fixed_type_rank(filter: &Filter, path: &FieldPath) -> Option<u8> {
+    match filter {
+        Filter::And(all) => all.iter().find_map(|f| fixed_type_rank(f, path)),
+        Filter::Cond { path: p, op } if p == path => match op {
+            Op::Eq(v) | Op::Gt(v) | Op::Gte(v) | Op::Lt(v) | Op::Lte(v) => Some(type_rank(Some(v))),
+            Op::Prefix(_) => Some(type_rank(Some(&Value::String(String::new())))),
+            Op::In(values) => {
+                let first = type_rank(Some(values.first()?));
+                values
+                    .iter()
+                    .all(|v| type_rank(Some(v)) == first)
+                    .then_some(first)
+            }
+            Op::Ne(_) | Op::Nin(_) | Op::Exists(_) => None,
+        },
+        _ => None,
+    }
+}
+
 /// Deep equality: numbers numerically, objects regardless of key order.
 pub fn deep_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {

@@ -144,6 +144,24 @@ impl NativeStore {
         }
     }
 
+    /// `kv.get`'s fast path: the stored value's JSON text, answered on this thread when the
+    /// backend can (see `kvGetManyNow`); `""` when the key is absent (a stored value is never
+    /// empty), null to take the async path.
+    #[napi]
+    pub fn kv_get_value_now(&self, key: String) -> Result<Option<String>> {
+        match self.store.kv_get_many_now(std::slice::from_ref(&key)) {
+            None => Ok(None),
+            Some(found) => Ok(Some(
+                found
+                    .js()?
+                    .pop()
+                    .flatten()
+                    .map(|entry| entry.value)
+                    .unwrap_or_default(),
+            )),
+        }
+    }
+
     /// JSON array: an entry or null per key.
     #[napi]
     pub async fn kv_get_many(&self, keys: Vec<String>) -> Result<String> {

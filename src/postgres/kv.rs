@@ -104,30 +104,41 @@ pub async fn set(inner: &Inner, set: KvSet) -> Result<KvEntry> {
 
 /// All or nothing: one statement over arrays (the last entry wins for a repeated key).
 pub async fn set_many(inner: &Inner, sets: Vec<KvSet>) -> Result<()> {
+    set_all(inner, sets).await.map(drop)
+}
+
+/// Unconditional sets (`IfVersion::Any`) in one statement, all or nothing; each set gets its
+/// own entry, as if they ran one after another (so for a repeated key the last one is stored).
+pub async fn set_all(inner: &Inner, sets: Vec<KvSet>) -> Result<Vec<KvEntry>> {
     let store = inner.store_id();
     let now = now_ms();
-    let mut index: HashMap<String, usize> = HashMap::new();
-    let (mut keys, mut values, mut versions, mut expires): (
-        Vec<String>,
-        Vec<String>,
-        Vec<String>,
-        Vec<Option<i64>>,
-    ) = Default::default();
-    for s in sets {
-        let exp = s.ttl_ms.map(|ttl| now.saturating_add(ttl as i64));
-        let version = new_version();
-        match index.get(&s.key) {
+    let entries: Vec<KvEntry> = sets
+        .into_iter()
+        .map(|s| KvEntry {
+            key: s.key,
+            value: s.value,
+            version: new_version(),
+            expires_at: s.ttl_ms.map(|ttl| now.saturating_add(ttl as i64)),
+        })
+        .collect();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut keys: Vec<&str> = Vec::with_capacity(entries.len());
+    let mut values: Vec<&str> = Vec::with_capacity(entries.len());
+    let mut versions: Vec<&str> = Vec::with_capacity(entries.len());
+    let mut expires: Vec<Option<i64>> = Vec::with_capacity(entries.len());
+    for e in &entries {
+        match index.get(e.key.as_str()) {
             Some(&i) => {
-                values[i] = s.value;
-                versions[i] = version;
-                expires[i] = exp;
+                values[i] = &e.value;
+                versions[i] = &e.version;
+                expires[i] = e.expires_at;
             }
             None => {
-                index.insert(s.key.clone(), keys.len());
-                keys.push(s.key);
-                values.push(s.value);
-                versions.push(version);
-                expires.push(exp);
+                index.insert(&e.key, keys.len());
+                keys.push(&e.key);
+                values.push(&e.value);
+                versions.push(&e.version);
+                expires.push(e.expires_at);
             }
         }
     }
@@ -140,7 +151,7 @@ pub async fn set_many(inner: &Inner, sets: Vec<KvSet>) -> Result<()> {
         ).await.map_err(pg_err)?;
         c.execute(&stmt, &[&store, &keys, &values, &versions, &expires]).await.map_err(pg_err)
     })?;
-    Ok(())
+    Ok(entries)
 }
 
 pub async fn delete(inner: &Inner, key: String, if_version: Option<String>) -> Result<bool> {

@@ -480,6 +480,41 @@ impl Backend for PostgresBackend {
     async fn kv_set(&self, set: KvSet) -> Result<KvEntry> {
         kv::set(&self.inner, set).await
     }
+    /// Sets of one tick: the unconditional ones in one statement (one round trip, one commit,
+    /// instead of one pooled connection each), those with `ifVersion` one by one beside it.
+    async fn kv_set_each(&self, sets: Vec<KvSet>) -> Vec<Result<KvEntry>> {
+        let (plain, conditional): (Vec<_>, Vec<_>) = sets
+            .into_iter()
+            .enumerate()
+            .partition(|(_, s)| s.if_version == IfVersion::Any);
+        if plain.len() < 2 {
+            let all = plain.into_iter().chain(conditional);
+            let mut out: Vec<(usize, Result<KvEntry>)> = futures::future::join_all(
+                all.map(|(i, set)| async move { (i, kv::set(&self.inner, set).await) }),
+            )
+            .await;
+            out.sort_by_key(|(i, _)| *i);
+            return out.into_iter().map(|(_, r)| r).collect();
+        }
+        let (plain_at, plain_sets): (Vec<usize>, Vec<KvSet>) = plain.into_iter().unzip();
+        let grouped = kv::set_all(&self.inner, plain_sets);
+        let singles = futures::future::join_all(
+            conditional
+                .into_iter()
+                .map(|(i, set)| async move { (i, kv::set(&self.inner, set).await) }),
+        );
+        let (grouped, singles) = futures::future::join(grouped, singles).await;
+        let mut out: Vec<(usize, Result<KvEntry>)> = match grouped {
+            Ok(entries) => plain_at
+                .into_iter()
+                .zip(entries.into_iter().map(Ok))
+                .collect(),
+            Err(e) => plain_at.into_iter().map(|i| (i, Err(e.clone()))).collect(),
+        };
+        out.extend(singles);
+        out.sort_by_key(|(i, _)| *i);
+        out.into_iter().map(|(_, r)| r).collect()
+    }
     async fn kv_set_many(&self, sets: Vec<KvSet>) -> Result<()> {
         kv::set_many(&self.inner, sets).await
     }

@@ -18,7 +18,9 @@
 
 use serde_json::{Number, Value};
 
-use crate::query::{ids_descending, lookup, type_rank, FieldPath, Filter, Op, SortKey};
+use crate::query::{
+    fixed_type_rank, ids_descending, lookup, type_rank, FieldPath, Filter, Op, SortKey,
+};
 
 /// A piece of SQL and its text parameters, in order of their `?`.
 #[derive(Debug, Clone, PartialEq)]
@@ -417,9 +419,17 @@ const RANK_CASE_WHENS: &str = " WHEN 'null' THEN 1 WHEN 'boolean' THEN 2 WHEN 'n
 
 /// The body of an ORDER BY clause implementing [`compare_docs`]: per key the type rank, then
 /// the value within its type (numbers/booleans as jsonb, strings in byte order, arrays and
-/// objects by their JSON text), all in the key's direction; then `id ASC`. `None` when a label
-/// cannot be represented.
+/// objects by their JSON text), all in the key's direction; then the id in the direction of the
+/// last key. `None` when a label cannot be represented.
 pub fn order_by_sql(order: &[SortKey]) -> Option<SqlFragment> {
+    order_by_sql_for(order, None)
+}
+
+/// [`order_by_sql`] for a query with `filter`: where the filter fixes a sort key's JSON type
+/// (`priority >= 7` admits numbers only), that key sorts by the one term of its type, so an
+/// expression index on `(store_id, coll, value, id)` gives the order and the scan stops at the
+/// LIMIT.
+pub fn order_by_sql_for(order: &[SortKey], filter: Option<&Filter>) -> Option<SqlFragment> {
     let mut f = SqlFragment::new();
     for key in order {
         if !path_representable(&key.path) {
@@ -427,28 +437,46 @@ pub fn order_by_sql(order: &[SortKey]) -> Option<SqlFragment> {
         }
         let dir = if key.descending { " DESC" } else { " ASC" };
         let p = &key.path;
-        f.s("CASE ").json_type(p).s(RANK_CASE_WHENS).s(dir).s(", ");
-        f.s("(CASE WHEN ")
-            .json_type(p)
-            .s(" IN ('number', 'boolean') THEN ")
-            .value(p)
-            .s(" END)")
-            .s(dir)
-            .s(", ");
-        f.s("(CASE WHEN ")
-            .json_type(p)
-            .s(" = 'string' THEN ")
-            .text(p)
-            .s(" END)")
-            .s(dir)
-            .s(", ");
-        f.s("(CASE WHEN ")
-            .json_type(p)
-            .s(" IN ('array', 'object') THEN ")
-            .append(raw_text_expr(p))
-            .s(" END) COLLATE \"C\"")
-            .s(dir)
-            .s(", ");
+        match filter.and_then(|flt| fixed_type_rank(flt, p)) {
+            // Missing or null everywhere: every document ties on this key.
+            Some(0 | 1) => {}
+            Some(2 | 3) => {
+                f.value(p).s(dir).s(", ");
+            }
+            Some(4) => {
+                f.text(p).s(dir).s(", ");
+            }
+            Some(_) => {
+                f.append(raw_text_expr(p))
+                    .s(" COLLATE \"C\"")
+                    .s(dir)
+                    .s(", ");
+            }
+            None => {
+                f.s("CASE ").json_type(p).s(RANK_CASE_WHENS).s(dir).s(", ");
+                f.s("(CASE WHEN ")
+                    .json_type(p)
+                    .s(" IN ('number', 'boolean') THEN ")
+                    .value(p)
+                    .s(" END)")
+                    .s(dir)
+                    .s(", ");
+                f.s("(CASE WHEN ")
+                    .json_type(p)
+                    .s(" = 'string' THEN ")
+                    .text(p)
+                    .s(" END)")
+                    .s(dir)
+                    .s(", ");
+                f.s("(CASE WHEN ")
+                    .json_type(p)
+                    .s(" IN ('array', 'object') THEN ")
+                    .append(raw_text_expr(p))
+                    .s(" END) COLLATE \"C\"")
+                    .s(dir)
+                    .s(", ");
+            }
+        }
     }
     f.s(if ids_descending(order) {
         "id DESC"

@@ -258,7 +258,7 @@ pub async fn find_page(
     let after_part = after
         .as_ref()
         .map(|a| query_sql::after_sql(&order, &a.id, &a.data));
-    let order_part = query_sql::order_by_sql(&order);
+    let order_part = query_sql::order_by_sql_for(&order, filter.as_ref());
     if matches!(where_part, Some(None)) || matches!(after_part, Some(None)) || order_part.is_none()
     {
         return find_page_in_rust(
@@ -359,7 +359,8 @@ pub async fn count(inner: &Inner, coll: String, filter: Option<Filter>) -> Resul
 
 /// Expression indexes on the field, shared by every collection and store of the schema
 /// (store and collection are the first columns): one on the jsonb value (equality, number and
-/// boolean ranges) and one on its text in byte order (string ranges and prefixes). Paths with
+/// boolean ranges) and one on its text in byte order (string ranges and prefixes), each followed
+/// by the id so a sorted, limited query reads the index in order (ties break by id). Paths with
 /// labels that cannot be inlined get none (their queries still work, by scan).
 pub async fn ensure_index(inner: &Inner, path: FieldPath) -> Result<()> {
     if !query_sql::path_inlinable(&path) {
@@ -369,8 +370,8 @@ pub async fn ensure_index(inner: &Inner, path: FieldPath) -> Result<()> {
     let text = query_sql::text_expr(&path).sql;
     let hash = fnv1a(path.dotted().as_bytes());
     let sql = format!(
-        "CREATE INDEX IF NOT EXISTS persist_rix_{hash:016x} ON persist_records (store_id, coll, {value});
-         CREATE INDEX IF NOT EXISTS persist_rixs_{hash:016x} ON persist_records (store_id, coll, {text});"
+        "CREATE INDEX IF NOT EXISTS persist_rixv_{hash:016x} ON persist_records (store_id, coll, {value}, id);
+         CREATE INDEX IF NOT EXISTS persist_rixt_{hash:016x} ON persist_records (store_id, coll, {text}, id);"
     );
     write!(inner, c => {
         c.batch_execute("BEGIN").await.map_err(pg_err)?;

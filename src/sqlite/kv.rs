@@ -21,10 +21,13 @@ pub fn purge_expired(c: &Connection, store: i64) -> Result<()> {
 }
 
 fn get_live(c: &Connection, store: i64, key: &str, now: i64) -> Result<Option<KvEntry>> {
+    // A literal (not `format!` with LIVE): this runs once per get, and the statement cache is
+    // keyed by the text anyway.
     let mut stmt = c
-        .prepare_cached(&format!(
-            "SELECT value, version, expires_at FROM persist_kv WHERE store_id = ? AND key = ? AND {LIVE}"
-        ))
+        .prepare_cached(
+            "SELECT value, version, expires_at FROM persist_kv WHERE store_id = ? AND key = ? \
+             AND (expires_at IS NULL OR expires_at > ?)",
+        )
         .map_err(sql_err)?;
     stmt.query_row(params![store, key, now], |r| {
         Ok(KvEntry {

@@ -918,7 +918,10 @@ mod tests {
         let sets = db
             .kv_set_each_now(vec![set("x", "1", IfVersion::Any)])
             .expect_err("the lock is taken: no waiting on the caller's thread");
-        assert!(started.elapsed() < BUSY_TIMEOUT / 2, "and the busy timeout was not waited out");
+        assert!(
+            started.elapsed() < BUSY_TIMEOUT / 2,
+            "and the busy timeout was not waited out"
+        );
         // The writer thread waits for the lock (busy timeout) and commits once it is released.
         let pending = tokio::spawn({
             let shared = db.shared.clone();

@@ -18,7 +18,9 @@
 use rusqlite::types::Value as SqlValue;
 use serde_json::{Number, Value};
 
-use crate::query::{ids_descending, lookup, type_rank, FieldPath, Filter, Op, SortKey};
+use crate::query::{
+    fixed_type_rank, ids_descending, lookup, type_rank, FieldPath, Filter, Op, SortKey,
+};
 
 /// A piece of SQL and its positional (`?`) parameters, in order.
 #[derive(Debug, Clone, PartialEq)]
@@ -435,7 +437,7 @@ pub fn order_by_sql_for(order: &[SortKey], filter: Option<&Filter>) -> String {
     for key in order {
         let dir = if key.descending { "DESC" } else { "ASC" };
         let p = order_path_arg(&key.path);
-        if !filter.is_some_and(|f| fixes_type(f, &key.path)) {
+        if filter.and_then(|f| fixed_type_rank(f, &key.path)).is_none() {
             out.push_str(&format!(
                 "CASE json_type(data, {p}){RANK_CASE_WHENS} {dir}, "
             ));
@@ -448,23 +450,6 @@ pub fn order_by_sql_for(order: &[SortKey], filter: Option<&Filter>) -> String {
         "id ASC"
     });
     out
-}
-
-/// True when every document `filter` matches has `path` present with one fixed type rank.
-fn fixes_type(filter: &Filter, path: &FieldPath) -> bool {
-    match filter {
-        Filter::And(all) => all.iter().any(|f| fixes_type(f, path)),
-        Filter::Cond { path: p, op } if p == path => match op {
-            Op::Eq(_) | Op::Gt(_) | Op::Gte(_) | Op::Lt(_) | Op::Lte(_) | Op::Prefix(_) => true,
-            Op::In(values) => values.first().is_some_and(|first| {
-                values
-                    .iter()
-                    .all(|v| type_rank(Some(v)) == type_rank(Some(first)))
-            }),
-            Op::Ne(_) | Op::Nin(_) | Op::Exists(_) => false,
-        },
-        _ => false,
-    }
 }
 
 /// The value at the key's path equals the after doc's value `v` in the sort order.
