@@ -56,17 +56,20 @@ function keepCause(value) {
 function fromNative(err) {
   if (err instanceof PersistError) return err
   const message = err && typeof err.message === 'string' ? err.message : String(err)
-  if (message.startsWith(ERROR_TAG)) {
-    const body = JSON.parse(message.slice(ERROR_TAG.length))
-    if (body.causeRef !== null && body.causeRef !== undefined && causes.has(body.causeRef)) {
-      const cause = causes.get(body.causeRef)
-      causes.delete(body.causeRef)
-      return fail(body.code, body.message, cause)
-    }
-    return fail(body.code, body.message)
-  }
+  if (message.startsWith(ERROR_TAG)) return fromErrorBody(JSON.parse(message.slice(ERROR_TAG.length)))
   // A napi conversion failure or a Rust panic caught by napi: a bug, never a crash.
   return fail('INTERNAL', `internal error: ${message}`, err)
+}
+
+/** A PersistError from the native layer's `{ code, message, causeRef }`, with the adapter's
+ * original error as `cause` when there is one. */
+function fromErrorBody(body) {
+  if (body.causeRef !== null && body.causeRef !== undefined && causes.has(body.causeRef)) {
+    const cause = causes.get(body.causeRef)
+    causes.delete(body.causeRef)
+    return fail(body.code, body.message, cause)
+  }
+  return fail(body.code, body.message)
 }
 
 /** Runs `fn`, rejecting with a PersistError whatever it throws. */
@@ -145,18 +148,60 @@ function docJson(what, value) {
   return toJson(what, value)
 }
 
-/** An async iterable over pages that the `next` callback fetches; errors become PersistErrors. */
-function paged(produce) {
-  const iterable = {
-    async *[Symbol.asyncIterator]() {
-      try {
-        yield* produce()
-      } catch (err) {
-        throw fromNative(err)
+/**
+ * An async iterable over the items of the pages that `producePages` (an async generator of
+ * arrays) yields; errors become PersistErrors. The iterator is written by hand so that an item
+ * already fetched costs one resolved promise, not a trip through two async generators.
+ */
+function paged(producePages) {
+  return {
+    [Symbol.asyncIterator]() {
+      let pages = null
+      let page = []
+      let index = 0
+      let finished = false
+      let fetching = null
+      const fetchPage = async () => {
+        try {
+          pages ??= producePages()
+          for (;;) {
+            const step = await pages.next()
+            if (step.done) {
+              finished = true
+              return
+            }
+            page = step.value
+            index = 0
+            if (page.length > 0) return
+          }
+        } catch (err) {
+          finished = true
+          throw fromNative(err)
+        }
       }
+      const iterator = {
+        next() {
+          if (fetching) return fetching.then(() => iterator.next())
+          if (index < page.length) return Promise.resolve({ value: page[index++], done: false })
+          if (finished) return Promise.resolve({ value: undefined, done: true })
+          fetching = fetchPage().finally(() => {
+            fetching = null
+          })
+          return fetching.then(() => iterator.next())
+        },
+        async return(value) {
+          finished = true
+          page = []
+          if (pages) await pages.return(undefined)
+          return { value, done: true }
+        },
+        [Symbol.asyncIterator]() {
+          return iterator
+        },
+      }
+      return iterator
     },
   }
-  return iterable
 }
 
 // ---- kv ----
@@ -191,7 +236,7 @@ class KV {
     batch.forEach((op, i) => {
       const r = results[i]
       if (r.ok) op.resolve(r.ok)
-      else op.reject(fail(r.err.code, r.err.message))
+      else op.reject(fromErrorBody(r.err))
     })
   }
 
@@ -311,7 +356,7 @@ class KV {
       while (remaining > 0) {
         const want = Math.min(KV_PAGE, remaining)
         const page = JSON.parse(await n.kvListPage(prefix, start, end, reverse, after, want))
-        for (const e of page) yield toKvEntry(e)
+        yield page
         if (page.length < want) return
         remaining -= page.length
         after = page[page.length - 1].key
@@ -394,7 +439,7 @@ class Collection {
       while (remaining > 0) {
         const want = Math.min(RECORD_PAGE, remaining)
         const page = JSON.parse(await n.recFindPage(coll, queryJson, resumeId, resumeData, want))
-        for (const doc of page) yield doc
+        yield page
         if (page.length < want) return
         remaining -= page.length
         const last = page[page.length - 1]
@@ -575,7 +620,7 @@ class Blobs {
       while (remaining > 0) {
         const want = Math.min(BLOB_PAGE, remaining)
         const page = JSON.parse(await n.blobListPage(prefix, after, want))
-        for (const info of page) yield info
+        yield page
         if (page.length < want) return
         remaining -= page.length
         after = page[page.length - 1].key
@@ -639,7 +684,7 @@ class Events {
       while (remaining > 0 && next >= (reverse ? 1 : 0)) {
         const want = Math.min(EVENT_PAGE, remaining)
         const page = JSON.parse(await n.evReadPage(stream, next, reverse, want))
-        for (const event of page) yield event
+        yield page
         if (page.length < want) return
         remaining -= page.length
         next = page[page.length - 1].seq + (reverse ? -1 : 1)
@@ -727,7 +772,7 @@ class Events {
       let after = null
       for (;;) {
         const page = JSON.parse(await n.evStreamsPage(prefix, after, STREAM_PAGE))
-        yield* page
+        yield page
         if (page.length < STREAM_PAGE) return
         after = page[page.length - 1]
       }

@@ -28,6 +28,10 @@ pub trait Backend: Send + Sync + 'static {
     async fn kv_set_each(&self, sets: Vec<KvSet>) -> Vec<Result<KvEntry>> {
         futures::future::join_all(sets.into_iter().map(|set| self.kv_set(set))).await
     }
+    /// Whether `kv_set_each_now` can ever take sets (lets the binding skip preparing them).
+    fn sets_now(&self) -> bool {
+        false
+    }
     /// Like `kv_set_each`, committed on the calling thread before it returns when the backend
     /// can do so without waiting (SQLite: a small batch, nothing queued for the writer, the
     /// database not locked by another process); gives the sets back to take the async path.

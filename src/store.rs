@@ -207,6 +207,11 @@ impl Store {
         Ok(merge_results(results, done))
     }
 
+    /// Whether `kv_set_each_now` may answer (false: it always returns None).
+    pub fn sets_now(&self) -> bool {
+        self.backend.sets_now()
+    }
+
     /// `kv_set_each` committed on the calling thread, when the backend can (see
     /// `Backend::kv_set_each_now`); None: call `kv_set_each`.
     pub fn kv_set_each_now(&self, sets: Vec<KvSetRequest>) -> Option<Result<Vec<Result<KvEntry>>>> {

@@ -171,7 +171,7 @@ impl NativeStore {
 
     /// Sets issued in the same tick, as one call: `ops` is a JSON array of
     /// `[key, value, ttl|null, ifVersion|null, ifAbsent]`. Returns a JSON array with, per set,
-    /// `{"ok": entry}` or `{"err": {code, message}}`.
+    /// `{"ok": entry}` or `{"err": {code, message, causeRef}}`.
     #[napi]
     pub async fn kv_set_batch(&self, ops: String) -> Result<String> {
         let sets = parse_set_batch(&ops)?;
@@ -183,6 +183,9 @@ impl NativeStore {
     /// without waiting (SQLite: a small batch and an idle writer); null: call `kvSetBatch`.
     #[napi]
     pub fn kv_set_batch_now(&self, ops: String) -> Result<Option<String>> {
+        if !self.store.sets_now() {
+            return Ok(None);
+        }
         let sets = parse_set_batch(&ops)?;
         match self.store.kv_set_each_now(sets) {
             None => Ok(None),
@@ -649,7 +652,7 @@ fn parse_set_batch(ops: &str) -> Result<Vec<KvSetRequest>> {
         .collect())
 }
 
-/// Per set, `{"ok": entry}` or `{"err": {code, message}}`.
+/// Per set, `{"ok": entry}` or `{"err": {code, message, causeRef}}`.
 fn set_results_json(results: &[CoreResult<crate::model::KvEntry>]) -> String {
     json::array(results, |out, r| match r {
         Ok(entry) => {
@@ -658,7 +661,9 @@ fn set_results_json(results: &[CoreResult<crate::model::KvEntry>]) -> String {
             out.push('}');
         }
         Err(e) => {
-            let body = serde_json::json!({ "code": e.code.as_str(), "message": e.message });
+            let body = serde_json::json!({
+                "code": e.code.as_str(), "message": e.message, "causeRef": e.cause_ref,
+            });
             out.push_str(&format!("{{\"err\":{body}}}"));
         }
     })

@@ -591,6 +591,9 @@ impl Backend for SqliteBackend {
             Err(err) => (0..count).map(|_| Err(err.clone())).collect(),
         }
     }
+    fn sets_now(&self) -> bool {
+        true
+    }
     fn kv_set_each_now(
         &self,
         sets: Vec<KvSet>,
