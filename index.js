@@ -355,7 +355,7 @@ class KV {
       let after = null
       while (remaining > 0) {
         const want = Math.min(KV_PAGE, remaining)
-        const page = JSON.parse(await n.kvListPage(prefix, start, end, reverse, after, want))
+        const page = JSON.parse(n.kvListPageNow(prefix, start, end, reverse, after, want) ?? (await n.kvListPage(prefix, start, end, reverse, after, want)))
         yield page
         if (page.length < want) return
         remaining -= page.length
@@ -438,7 +438,7 @@ class Collection {
       let resumeData = null
       while (remaining > 0) {
         const want = Math.min(RECORD_PAGE, remaining)
-        const page = JSON.parse(await n.recFindPage(coll, queryJson, resumeId, resumeData, want))
+        const page = JSON.parse(n.recFindPageNow(coll, queryJson, resumeId, resumeData, want) ?? (await n.recFindPage(coll, queryJson, resumeId, resumeData, want)))
         yield page
         if (page.length < want) return
         remaining -= page.length

@@ -52,6 +52,18 @@ pub trait Backend: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<KvEntry>>;
 
+    /// A page of `kv_list_page` answered on the calling thread when that takes little time
+    /// (SQLite: the scan is cut off past a small time budget and then redone off the thread);
+    /// None to take the async path.
+    fn kv_list_page_now(
+        &self,
+        _range: &KvRange,
+        _after: Option<&str>,
+        _limit: usize,
+    ) -> Option<Result<Vec<KvEntry>>> {
+        None
+    }
+
     // records
     /// CONFLICT when the id is taken.
     async fn rec_insert(&self, coll: String, id: String, data: String) -> Result<Doc>;
@@ -86,6 +98,17 @@ pub trait Backend: Send + Sync + 'static {
         after: Option<FindCursor>,
         limit: usize,
     ) -> Result<Vec<Doc>>;
+    /// Like `kv_list_page_now`, for a page of a query.
+    fn rec_find_page_now(
+        &self,
+        _coll: &str,
+        _filter: Option<&Filter>,
+        _order: &[SortKey],
+        _after: Option<&FindCursor>,
+        _limit: usize,
+    ) -> Option<Result<Vec<Doc>>> {
+        None
+    }
     async fn rec_count(&self, coll: String, filter: Option<Filter>) -> Result<u64>;
     async fn rec_ensure_index(&self, coll: String, path: crate::query::FieldPath) -> Result<()>;
 

@@ -259,13 +259,38 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<KvEntry>> {
         let backend = self.open_backend()?;
-        validate::bound("kv list prefix", &range.prefix)?;
-        for bound in [&range.start, &range.end, &after].into_iter().flatten() {
-            validate::bound("kv list bound", bound)?;
-        }
+        Self::check_kv_range(&range, after.as_deref())?;
         backend
             .kv_list_page(range, after, limit.clamp(1, MAX_PAGE))
             .await
+    }
+
+    /// `kv_list_page` answered on the calling thread when the backend can do it quickly (see
+    /// `Backend::kv_list_page_now`); None: call `kv_list_page`.
+    pub fn kv_list_page_now(
+        &self,
+        range: &KvRange,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Option<Result<Vec<KvEntry>>> {
+        let checked = self
+            .open_backend()
+            .and_then(|b| Self::check_kv_range(range, after).map(|()| b));
+        match checked {
+            Ok(backend) => backend.kv_list_page_now(range, after, limit.clamp(1, MAX_PAGE)),
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    fn check_kv_range(range: &KvRange, after: Option<&str>) -> Result<()> {
+        validate::bound("kv list prefix", &range.prefix)?;
+        for bound in [range.start.as_deref(), range.end.as_deref(), after]
+            .into_iter()
+            .flatten()
+        {
+            validate::bound("kv list bound", bound)?;
+        }
+        Ok(())
     }
 
     // ---- records ----
@@ -349,6 +374,52 @@ impl Store {
     /// One page of `find`. The first page starts after the query's own `after`; later pages
     /// resume after the previous page's last document (`resume`: id and data JSON), which needs
     /// no lookup and so survives that document being deleted meanwhile.
+    /// The parsed query and where to resume; `Err(id)` inside when resuming after `id` needs
+    /// that record's data (a non-id order) and it is yet to be read.
+    fn plan_find(
+        coll: &str,
+        query_json: &str,
+        resume: Option<(String, String)>,
+    ) -> Result<(
+        query::Query,
+        std::result::Result<Option<FindCursor>, String>,
+    )> {
+        Self::check_record(coll, None)?;
+        let mut query = query::parse_query(&parse_json("query", query_json)?)?;
+        let after = match (resume, query.after.take()) {
+            (Some((id, data)), _) => Ok(Some(FindCursor {
+                id,
+                data: parse_json("cursor", &data)?,
+            })),
+            (None, None) => Ok(None),
+            (None, Some(id)) => {
+                validate::name("after", &id)?;
+                if query.order.is_empty() {
+                    // Ordered by id alone: the cursor needs no document.
+                    Ok(Some(FindCursor {
+                        id,
+                        data: Value::Null,
+                    }))
+                } else {
+                    Err(id)
+                }
+            }
+        };
+        Ok((query, after))
+    }
+
+    fn cursor_from(coll: &str, id: String, doc: Option<Doc>) -> Result<FindCursor> {
+        let doc = doc.ok_or_else(|| {
+            PersistError::not_found(format!(
+                "after: record {coll}/{id} does not exist (needed to resume a non-id order)"
+            ))
+        })?;
+        Ok(FindCursor {
+            id,
+            data: parse_json("record", &doc.data)?,
+        })
+    }
+
     pub async fn rec_find_page(
         &self,
         coll: String,
@@ -357,31 +428,12 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<Doc>> {
         let backend = self.open_backend()?;
-        Self::check_record(&coll, None)?;
-        let query = query::parse_query(&parse_json("query", query_json)?)?;
-        let after = match (resume, query.after) {
-            (Some((id, data)), _) => Some(FindCursor {
-                id,
-                data: parse_json("cursor", &data)?,
-            }),
-            (None, None) => None,
-            (None, Some(id)) => {
-                validate::name("after", &id)?;
-                if query.order.is_empty() {
-                    // Ordered by id alone: the cursor needs no document.
-                    Some(FindCursor {
-                        id,
-                        data: Value::Null,
-                    })
-                } else {
-                    let doc = backend.rec_get(coll.clone(), id.clone()).await?.ok_or_else(|| {
-                        PersistError::not_found(format!("after: record {coll}/{id} does not exist (needed to resume a non-id order)"))
-                    })?;
-                    Some(FindCursor {
-                        id,
-                        data: parse_json("record", &doc.data)?,
-                    })
-                }
+        let (query, after) = Self::plan_find(&coll, query_json, resume)?;
+        let after = match after {
+            Ok(after) => after,
+            Err(id) => {
+                let doc = backend.rec_get(coll.clone(), id.clone()).await?;
+                Some(Self::cursor_from(&coll, id, doc)?)
             }
         };
         backend
@@ -393,6 +445,42 @@ impl Store {
                 limit.clamp(1, MAX_PAGE),
             )
             .await
+    }
+
+    /// `rec_find_page` answered on the calling thread when the backend can do it quickly (see
+    /// `Backend::rec_find_page_now`); None: call `rec_find_page`.
+    pub fn rec_find_page_now(
+        &self,
+        coll: &str,
+        query_json: &str,
+        resume: Option<(String, String)>,
+        limit: usize,
+    ) -> Option<Result<Vec<Doc>>> {
+        let backend = match self.open_backend() {
+            Ok(b) => b,
+            Err(e) => return Some(Err(e)),
+        };
+        let (query, after) = match Self::plan_find(coll, query_json, resume) {
+            Ok(plan) => plan,
+            Err(e) => return Some(Err(e)),
+        };
+        let after = match after {
+            Ok(after) => after,
+            Err(id) => match backend.rec_get_now(coll, &id)? {
+                Ok(doc) => match Self::cursor_from(coll, id, doc) {
+                    Ok(cursor) => Some(cursor),
+                    Err(e) => return Some(Err(e)),
+                },
+                Err(e) => return Some(Err(e)),
+            },
+        };
+        backend.rec_find_page_now(
+            coll,
+            query.filter.as_ref(),
+            &query.order,
+            after.as_ref(),
+            limit.clamp(1, MAX_PAGE),
+        )
     }
 
     pub async fn rec_count(&self, coll: String, where_json: Option<&str>) -> Result<u64> {

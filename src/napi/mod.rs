@@ -244,6 +244,34 @@ impl NativeStore {
         Ok(json::array(&page, json::kv_entry))
     }
 
+    /// `kvListPage` answered on this thread when that is quick (see `Store::kv_list_page_now`);
+    /// null: call `kvListPage`.
+    #[napi]
+    #[allow(clippy::too_many_arguments)]
+    pub fn kv_list_page_now(
+        &self,
+        prefix: String,
+        start: Option<String>,
+        end: Option<String>,
+        reverse: bool,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Option<String>> {
+        let range = KvRange {
+            prefix,
+            start,
+            end,
+            reverse,
+        };
+        match self
+            .store
+            .kv_list_page_now(&range, after.as_deref(), limit as usize)
+        {
+            None => Ok(None),
+            Some(page) => Ok(Some(json::array(&page.js()?, json::kv_entry))),
+        }
+    }
+
     // ---- records ----
 
     #[napi]
@@ -339,6 +367,27 @@ impl NativeStore {
             .await
             .js()?;
         Ok(json::array(&docs, json::doc))
+    }
+
+    /// `recFindPage` answered on this thread when that is quick (see
+    /// `Store::rec_find_page_now`); null: call `recFindPage`.
+    #[napi]
+    pub fn rec_find_page_now(
+        &self,
+        coll: String,
+        query: String,
+        resume_id: Option<String>,
+        resume_data: Option<String>,
+        limit: u32,
+    ) -> Result<Option<String>> {
+        let resume = resume_id.zip(resume_data);
+        match self
+            .store
+            .rec_find_page_now(&coll, &query, resume, limit as usize)
+        {
+            None => Ok(None),
+            Some(docs) => Ok(Some(json::array(&docs.js()?, json::doc))),
+        }
     }
 
     #[napi]

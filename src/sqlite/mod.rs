@@ -36,6 +36,10 @@ const MAX_BATCH: usize = 1024;
 /// larger batch goes to the writer thread so the JS thread is never held for long.
 const MAX_NOW_SETS: usize = 256;
 const MAX_NOW_BYTES: usize = 1 << 20;
+/// How long a scan may run on the caller's thread before it is redone on a reader thread, and
+/// how many SQLite VM instructions pass between two looks at the clock.
+const SCAN_BUDGET: Duration = Duration::from_millis(1);
+const SCAN_CHECK_OPS: std::ffi::c_int = 400;
 /// Reader connections kept open.
 const MAX_IDLE_READERS: usize = 4;
 
@@ -304,6 +308,45 @@ CREATE TABLE IF NOT EXISTS persist_events (
   PRIMARY KEY (store_id, stream, seq)) WITHOUT ROWID;
 "#;
 
+/// The deadline the progress handler of the caller's-thread connection enforces: none for
+/// point reads, `SCAN_BUDGET` from the start of a budgeted scan.
+struct ScanBudget {
+    epoch: std::time::Instant,
+    /// Nanoseconds after `epoch`; 0: no deadline.
+    deadline: AtomicU64,
+    tripped: AtomicBool,
+}
+
+impl ScanBudget {
+    fn new() -> Self {
+        ScanBudget {
+            epoch: std::time::Instant::now(),
+            deadline: AtomicU64::new(0),
+            tripped: AtomicBool::new(false),
+        }
+    }
+    fn start(&self, budget: Duration) {
+        let at = self.epoch.elapsed() + budget;
+        self.tripped.store(false, Ordering::Relaxed);
+        self.deadline
+            .store(at.as_nanos().max(1) as u64, Ordering::Relaxed);
+    }
+    /// Clears the deadline; true when the scan was interrupted by it.
+    fn finish(&self) -> bool {
+        self.deadline.store(0, Ordering::Relaxed);
+        self.tripped.swap(false, Ordering::Relaxed)
+    }
+    /// The progress handler: true interrupts the running statement.
+    fn spent(&self) -> bool {
+        let deadline = self.deadline.load(Ordering::Relaxed);
+        if deadline != 0 && self.epoch.elapsed().as_nanos() as u64 > deadline {
+            self.tripped.store(true, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+}
+
 /// Where a store's database lives.
 #[derive(Debug, Clone)]
 pub enum SqlitePath {
@@ -321,6 +364,8 @@ pub(crate) struct Shared {
     idle_readers: Mutex<Vec<Connection>>,
     /// The connection for reads answered on the caller's thread (see `read_now`).
     now_reader: Mutex<Option<Connection>>,
+    /// The time budget of a scan on the caller's thread (see `read_now_budgeted`).
+    now_budget: Arc<ScanBudget>,
     closed: AtomicBool,
 }
 
@@ -404,6 +449,7 @@ impl SqliteBackend {
             writer,
             idle_readers: Mutex::new(Vec::new()),
             now_reader: Mutex::new(None),
+            now_budget: Arc::new(ScanBudget::new()),
             closed: AtomicBool::new(false),
         };
         Ok(SqliteBackend {
@@ -528,9 +574,12 @@ impl Shared {
         }
         let mut slot = self.now_reader.try_lock().ok()?;
         if slot.is_none() {
-            let conn = open_file(file, OpenFlags::SQLITE_OPEN_READ_WRITE).ok()?;
+            let mut conn = open_file(file, OpenFlags::SQLITE_OPEN_READ_WRITE).ok()?;
             configure(&conn).ok()?;
             conn.busy_timeout(Duration::ZERO).ok()?;
+            let budget = self.now_budget.clone();
+            conn.progress_handler(SCAN_CHECK_OPS, Some(move || budget.spent()))
+                .ok()?;
             *slot = Some(conn);
         }
         let conn = slot.as_ref()?;
@@ -539,6 +588,21 @@ impl Shared {
             Ok(outcome) => Some(outcome),
             Err(panic) => Some(Err(PersistError::internal(panic_message(&panic)))),
         }
+    }
+
+    /// `read_now` for work of unknown size (a page of a scan): SQLite interrupts it once it
+    /// has run for `SCAN_BUDGET`, and None sends it to a reader thread, so the caller's thread
+    /// is held for at most about that long.
+    fn read_now_budgeted<R>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<R>,
+    ) -> Option<Result<R>> {
+        self.now_budget.start(SCAN_BUDGET);
+        let outcome = self.read_now(work);
+        if self.now_budget.finish() {
+            return None;
+        }
+        outcome
     }
 
     pub(crate) fn store_id(&self) -> i64 {
@@ -566,6 +630,28 @@ impl Backend for SqliteBackend {
     fn rec_get_now(&self, coll: &str, id: &str) -> Option<Result<Option<Doc>>> {
         let store = self.shared.store_id;
         self.shared.read_now(|c| records::get(c, store, coll, id))
+    }
+    fn kv_list_page_now(
+        &self,
+        range: &KvRange,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Option<Result<Vec<KvEntry>>> {
+        let store = self.shared.store_id;
+        self.shared
+            .read_now_budgeted(|c| kv::list_page(c, store, range, after, limit))
+    }
+    fn rec_find_page_now(
+        &self,
+        coll: &str,
+        filter: Option<&Filter>,
+        order: &[SortKey],
+        after: Option<&FindCursor>,
+        limit: usize,
+    ) -> Option<Result<Vec<Doc>>> {
+        let store = self.shared.store_id;
+        self.shared
+            .read_now_budgeted(|c| records::find_page(c, store, coll, filter, order, after, limit))
     }
     async fn kv_get_many(&self, keys: Vec<String>) -> Result<Vec<Option<KvEntry>>> {
         let store = self.shared.store_id;
@@ -898,6 +984,51 @@ mod tests {
             .collect::<rusqlite::Result<_>>()
             .unwrap();
         assert_eq!(keys, ["a", "c"]);
+        db.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_long_scan_on_the_callers_thread_is_cut_off_and_redone_off_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = SqliteBackend::open("t", SqlitePath::File(dir.path().join("t.db"))).unwrap();
+        let store = db.shared.store_id;
+        db.write(move |c| {
+            for i in 0..30_000 {
+                records::put(
+                    c,
+                    store,
+                    "c",
+                    &format!("{i:06}"),
+                    format!(r#"{{"n":{i}}}"#),
+                    IfVersion::Any,
+                )?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let first_ten = db.rec_find_page_now("c", None, &[], None, 10);
+        assert_eq!(
+            first_ten.unwrap().unwrap().len(),
+            10,
+            "a short page is answered at once"
+        );
+        // No document matches: the whole collection is scanned, far past the budget.
+        let none = crate::query::parse_query(&serde_json::json!({ "where": { "n": -1 } }))
+            .unwrap()
+            .filter;
+        assert!(
+            db.rec_find_page_now("c", none.as_ref(), &[], None, 10)
+                .is_none(),
+            "the scan is interrupted and left to a reader thread"
+        );
+        let found = db
+            .rec_find_page("c".into(), none, vec![], None, 10)
+            .await
+            .unwrap();
+        assert!(found.is_empty());
+        // The interruption left the connection usable, with no deadline on point reads.
+        assert!(db.rec_get_now("c", "000001").unwrap().unwrap().is_some());
         db.close().await.unwrap();
     }
 
