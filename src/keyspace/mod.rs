@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -176,6 +177,8 @@ pub trait KeyLister: Send {
 /// Bytes per chunk entry of a blob body.
 pub const CHUNK: usize = 256 * 1024;
 /// How often `ev_wait` looks at a stream head for appends made by other store objects.
+/// Adapter calls of one operation (setMany, dropping a blob body) kept in flight at once.
+const IO_CONCURRENCY: usize = 64;
 const EVENT_POLL: Duration = Duration::from_millis(250);
 
 fn corrupt(key: &str, what: impl std::fmt::Display) -> PersistError {
@@ -691,10 +694,12 @@ impl Inner {
     }
 
     async fn drop_body(&self, body: &str, chunks: u64) -> Result<()> {
-        for index in 0..chunks {
-            self.store.delete(&layout::chunk(body, index)).await?;
-        }
-        Ok(())
+        stream::iter(0..chunks)
+            .map(|index| async move { self.store.delete(&layout::chunk(body, index)).await })
+            .buffer_unordered(IO_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await
+            .map(drop)
     }
 
     async fn last_seq(&self, stream: &str) -> Result<u64> {
@@ -999,28 +1004,44 @@ impl Backend for KeyspaceBackend {
 
     async fn kv_set_many(&self, sets: Vec<KvSet>) -> Result<()> {
         // Lock every key (in a fixed order, so two setMany calls cannot deadlock), remember
-        // what was there, write; on a failure put the previous values back.
-        let mut keys: Vec<String> = sets.iter().map(|s| layout::kv(&s.key)).collect();
+        // what was there, write; on a failure put the previous values back. A repeated key
+        // keeps its last value. Reads and writes go out IO_CONCURRENCY at a time: each is a
+        // round trip to the adapter (a JS call, an S3 request).
+        let mut last: HashMap<String, KvSet> = HashMap::with_capacity(sets.len());
+        for set in sets {
+            last.insert(layout::kv(&set.key), set);
+        }
+        let mut keys: Vec<String> = last.keys().cloned().collect();
         keys.sort();
-        keys.dedup();
         let mut guards = Vec::with_capacity(keys.len());
         for key in &keys {
             guards.push(self.locks.lock(key.clone()).await);
         }
-        let mut previous = Vec::with_capacity(keys.len());
-        for key in &keys {
-            previous.push((key.clone(), self.store.get(key).await?));
-        }
-        for set in sets {
-            if let Err(err) = self.kv_write(set).await {
-                for (key, old) in previous {
-                    let _ = match old {
+        let previous: Vec<(String, Option<Stored>)> = stream::iter(keys.clone())
+            .map(|key| async move {
+                let old = self.store.get(&key).await?;
+                Ok((key, old))
+            })
+            .buffered(IO_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let written = stream::iter(last.into_values())
+            .map(|set| self.kv_write(set))
+            .buffer_unordered(IO_CONCURRENCY)
+            .try_for_each(|_| async { Ok(()) })
+            .await;
+        if let Err(err) = written {
+            let _ = stream::iter(previous)
+                .map(|(key, old)| async move {
+                    match old {
                         Some(value) => self.store.put(&key, value).await,
                         None => self.store.delete(&key).await,
-                    };
-                }
-                return Err(err);
-            }
+                    }
+                })
+                .buffer_unordered(IO_CONCURRENCY)
+                .collect::<Vec<_>>()
+                .await;
+            return Err(err);
         }
         Ok(())
     }
