@@ -900,17 +900,26 @@ async function openList(list, prefix) {
   throw new AdapterShapeError(`list() must return an async iterable, an iterable, an array or nothing; it returned ${describe(result)}`)
 }
 
-function valueReply(value, method) {
-  if (value === undefined || value === null) return {}
-  if (value instanceof Uint8Array) return { bytes: Buffer.from(value.buffer, value.byteOffset, value.byteLength) }
-  const json = JSON.stringify(value)
-  if (json === undefined) throw new AdapterShapeError(`${method} returned ${describe(value)}, which is not JSON`)
-  return { json }
+// Calls arrive as one JSON text per batch, replies go back as one JSON text per tick; the
+// encoding is documented in src/napi/js_adapter.rs.
+
+/** The reply to a `get`: `[id]` for absent, `[id, 1, value]`, or `[id, 2, buffer]` (the buffer
+ * is swapped for its index when the replies are sent). */
+function valueReply(id, value, method) {
+  if (value === undefined || value === null) return [id]
+  if (value instanceof Uint8Array) return [id, 2, Buffer.from(value.buffer, value.byteOffset, value.byteLength)]
+  if (typeof value !== 'object') throw new AdapterShapeError(`${method} returned ${describe(value)}, which is not a JSON object`)
+  return [id, 1, value]
+}
+
+function failedReply(id, err) {
+  const message = err instanceof Error ? err.message : describe(err)
+  return [id, 3, message, keepCause(err)]
 }
 
 /**
- * The one function the native layer calls for a custom adapter. It never throws: every
- * failure (a sync throw, a rejection, a result of the wrong shape) becomes `{ error, causeRef }`.
+ * The function that runs one call of a batch against the user's adapter. It never throws:
+ * every failure (a sync throw, a rejection, a result of the wrong shape) becomes a failed reply.
  */
 function adapterDispatcher(adapter) {
   const get = adapter.get.bind(adapter)
@@ -919,25 +928,29 @@ function adapterDispatcher(adapter) {
   const list = adapter.list.bind(adapter)
   const lists = new Map()
   let nextList = 1
-  return async (call) => {
+  return async (call, bytes) => {
+    const [id, op, key, arg] = call
     try {
-      switch (call.op) {
+      switch (op) {
         case 'get':
-          return valueReply(await get(call.key), 'get()')
+          return valueReply(id, await get(key), 'get()')
         case 'put':
-          await put(call.key, call.bytes ?? JSON.parse(call.json))
-          return {}
+          await put(key, arg)
+          return [id]
+        case 'putBytes':
+          await put(key, bytes[arg])
+          return [id]
         case 'delete':
-          await del(call.key)
-          return {}
+          await del(key)
+          return [id]
         case 'listOpen': {
-          const id = nextList++
-          lists.set(id, await openList(list, call.key))
-          return { list: id }
+          const listId = nextList++
+          lists.set(listId, await openList(list, key))
+          return [id, 4, listId]
         }
         case 'listNext': {
-          const iterator = lists.get(call.list)
-          if (!iterator) return { items: '[]', done: true }
+          const iterator = lists.get(arg)
+          if (!iterator) return [id, 5, [], true]
           const items = []
           let done = false
           while (items.length < LIST_PAGE) {
@@ -950,54 +963,67 @@ function adapterDispatcher(adapter) {
             if (item === null || typeof item !== 'object' || typeof item.key !== 'string') {
               throw new AdapterShapeError(`list() must yield { key: string, value } objects; it yielded ${describe(item)}`)
             }
-            if (!item.key.startsWith(call.key)) continue
-            const json = item.value === undefined ? 'null' : JSON.stringify(item.value)
-            items.push([item.key, JSON.parse(json ?? 'null')])
+            if (!item.key.startsWith(key)) continue
+            items.push([item.key, item.value === undefined ? null : item.value])
           }
-          if (done) lists.delete(call.list)
-          return { items: JSON.stringify(items), done }
+          if (done) lists.delete(arg)
+          return [id, 5, items, done]
         }
         case 'listClose': {
-          const iterator = lists.get(call.list)
-          lists.delete(call.list)
+          const iterator = lists.get(arg)
+          lists.delete(arg)
           if (iterator && typeof iterator.return === 'function') await iterator.return()
-          return {}
+          return [id]
         }
         default:
-          return { error: `unknown adapter call ${call.op}` }
+          return [id, 3, `unknown adapter call ${op}`, null]
       }
     } catch (err) {
-      if (call.op === 'listNext') lists.delete(call.list)
-      const message = err instanceof Error ? err.message : describe(err)
-      return { error: message, causeRef: keepCause(err) }
+      if (op === 'listNext') lists.delete(arg)
+      return failedReply(id, err)
     }
   }
 }
 
 // Replies of settled adapter calls, sent to the native layer once per tick.
-let pendingReplyIds = []
 let pendingReplies = []
 
 function flushReplies() {
-  const ids = pendingReplyIds
   const replies = pendingReplies
-  pendingReplyIds = []
   pendingReplies = []
-  native.adapterReplies(ids, replies)
+  const bytes = []
+  for (const reply of replies) {
+    if (reply[1] === 2) reply[2] = bytes.push(reply[2]) - 1
+  }
+  let text
+  try {
+    text = JSON.stringify(replies)
+  } catch {
+    // Some value is not JSON (a BigInt, a cycle): that call fails, the others go through.
+    text = '[' + replies.map(replyJson).join(',') + ']'
+  }
+  native.adapterReplies(text, bytes)
+}
+
+function replyJson(reply) {
+  try {
+    return JSON.stringify(reply)
+  } catch (err) {
+    const cause = new AdapterShapeError(`the adapter returned a value that is not JSON: ${err.message}`, { cause: err })
+    return JSON.stringify(failedReply(reply[0], cause))
+  }
 }
 
 /** The function the native layer calls with a batch of adapter calls; each reply goes back as
  * soon as its call settles, so a slow call delays no other. */
 function batchDispatcher(adapter) {
   const one = adapterDispatcher(adapter)
-  return (calls) => {
-    for (const call of calls) {
-      one(call).then((reply) => {
-        if (call.id === 0) return
-        pendingReplyIds.push(call.id)
-        if (pendingReplies.push(reply) === 1) queueMicrotask(flushReplies)
-      })
-    }
+  const settled = (reply) => {
+    if (reply[0] === 0) return
+    if (pendingReplies.push(reply) === 1) queueMicrotask(flushReplies)
+  }
+  return (batch) => {
+    for (const call of JSON.parse(batch.calls)) one(call, batch.bytes).then(settled)
   }
 }
 
