@@ -1,4 +1,5 @@
-// node bench/profile-phase.mjs <phase>: one phase of the bench workload on SQLite, to run under
+// node bench/profile-phase.mjs <phase> [custom-map]: one phase of the bench workload on SQLite
+// (or on a custom adapter over a Map), to run under
 // `perf record -e cpu-clock -g node --perf-basic-prof bench/profile-phase.mjs get-seq` (bench/PROFILE.md).
 import { createRequire } from "node:module";
 const { createStore } = createRequire(import.meta.url)("../index.js");
@@ -7,7 +8,15 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 const phase = process.argv[2];
 rmSync(join(tmpdir(), "persist-profile"), { recursive: true, force: true });
-const s = await createStore({ name: "p", path: join(tmpdir(), "persist-profile", "p.db") });
+const mapAdapter = (m = new Map()) => ({
+  async get(k) { return m.get(k); },
+  async put(k, v) { m.set(k, v); },
+  async delete(k) { m.delete(k); },
+  async *list(prefix) { for (const [key, value] of m) if (key.startsWith(prefix)) yield { key, value }; },
+});
+const s = process.argv[3] === "custom-map"
+  ? await createStore({ name: "p", adapter: mapAdapter() })
+  : await createStore({ name: "p", path: join(tmpdir(), "persist-profile", "p.db") });
 const N = 50000;
 const key = (i) => "user:" + String(i).padStart(6, "0");
 const val = (i) => ({ id: i, name: "User " + i, email: `u${i}@example.com`, age: 20 + (i % 50), active: i % 2 === 0, tags: ["a", "b"], bio: "x".repeat(81) });
