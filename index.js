@@ -242,10 +242,12 @@ class KV {
 
   /** One entry or null; answered on this thread when the backend can (no thread hop), else
    * batched with the other gets of this tick into one native call. */
-  async #entry(key) {
+  async #entry(key, tryNow = true) {
     str('key', key)
-    const now = this.#n.kvGetManyNow([key])
-    if (now !== null) return JSON.parse(now)[0]
+    if (tryNow) {
+      const now = this.#n.kvGetManyNow([key])
+      if (now !== null) return JSON.parse(now)[0]
+    }
     return new Promise((resolve, reject) => {
       if (this.#pendingGets.push({ key, resolve, reject }) === 1) queueMicrotask(this.#flushGets)
     })
@@ -276,7 +278,7 @@ class KV {
       if (now !== null) return Promise.resolve(now === '' ? undefined : JSON.parse(now))
     }
     return guard(async () => {
-      const entry = await this.#entry(key)
+      const entry = await this.#entry(key, false) // the fast path was tried above
       return entry === null ? undefined : entry.value
     })
   }
