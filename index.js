@@ -19,6 +19,9 @@ const ERROR_TAG = '\u0000PERSIST'
 const KV_PAGE = 1000
 const RECORD_PAGE = 500
 const BLOB_PAGE = 500
+/** A long blob listing asks for pages growing up to this: fewer native calls, and an S3 store
+ * lists its next 1,000 keys while it HEADs the blobs of the first ones. */
+const BLOB_PAGE_MAX = 2000
 const EVENT_PAGE = 500
 const STREAM_PAGE = 1000
 /** Bytes handed to the native layer per call when a body arrives as one large buffer. */
@@ -557,6 +560,10 @@ class Blobs {
         // Checked before anything is written.
         throw fail('INVALID_ARGUMENT', `a blob body must be a Uint8Array, a string, a Readable or an async iterable of Uint8Array, got ${describe(body)}`)
       }
+      const whole = asBuffer(body)
+      if (whole !== null && whole.length <= BLOB_WRITE_SLICE) {
+        return JSON.parse(await this.#n.blobPutBytes(key, contentType, metadata, whole))
+      }
       const upload = await this.#n.blobPut(key, contentType, metadata)
       try {
         for await (const chunk of bodyChunks(body)) await upload.write(chunk)
@@ -575,11 +582,8 @@ class Blobs {
     return guard(async () => {
       str('key', key)
       const [start, end] = rangeArgs(options)
-      const reader = await this.#n.blobOpen(key, start, end)
-      if (reader === null) return undefined
-      const chunks = []
-      for (let chunk = await reader.next(); chunk !== null; chunk = await reader.next()) chunks.push(chunk)
-      return Buffer.concat(chunks)
+      const body = await this.#n.blobGetBytes(key, start, end)
+      return body === null ? undefined : body
     })
   }
 
@@ -619,13 +623,15 @@ class Blobs {
       const prefix = optStr('prefix', o.prefix) ?? ''
       let remaining = optLimit(o.limit)
       let after = null
+      let pageSize = BLOB_PAGE
       while (remaining > 0) {
-        const want = Math.min(BLOB_PAGE, remaining)
+        const want = Math.min(pageSize, remaining)
         const page = JSON.parse(await n.blobListPage(prefix, after, want))
         yield page
         if (page.length < want) return
         remaining -= page.length
         after = page[page.length - 1].key
+        pageSize = Math.min(BLOB_PAGE_MAX, pageSize * 2)
       }
     })
   }

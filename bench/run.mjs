@@ -27,11 +27,12 @@ export const PHASES = [
   { id: 'blob-put-1k', label: 'blob put 1k (c64)', unit: 'ops/s' },
   { id: 'blob-get-1k', label: 'blob get 1k (c64)', unit: 'ops/s' },
   { id: 'blob-list', label: 'blob list', unit: 'keys/s' },
+  { id: 'blob-list-info', label: 'blob list info', unit: 'keys/s' },
   { id: 'blob-multipart', label: 'blob multipart (MiB/s)', unit: 'MiB/s' },
 ]
 const KV_PHASES = ['set-seq', 'set-c64', 'set-batch', 'get-seq', 'get-c64', 'list']
 const RECORD_PHASES = ['query', 'query-index']
-const BLOB_PHASES = ['blob-put-1k', 'blob-get-1k', 'blob-list', 'blob-multipart']
+const BLOB_PHASES = ['blob-put-1k', 'blob-get-1k', 'blob-list', 'blob-list-info', 'blob-multipart']
 /** What a row runs without --phases: a module may say (`phases` in libs/*.mjs; the S3 rows run the blob phases). */
 const DEFAULT_PHASES = [...KV_PHASES, ...RECORD_PHASES]
 

@@ -249,7 +249,7 @@ async function main() {
   }
 
   // ---- blobs (issue 6): BLOB_N objects of 1 KiB, 64 in flight; one BLOB_MIB MiB body ----
-  const BLOB_PHASES = ['blob-put-1k', 'blob-get-1k', 'blob-list', 'blob-multipart']
+  const BLOB_PHASES = ['blob-put-1k', 'blob-get-1k', 'blob-list', 'blob-list-info', 'blob-multipart']
   if (BLOB_PHASES.some((p) => PHASES.has(p))) {
     let bs
     let filledBlobs = false
@@ -311,6 +311,23 @@ async function main() {
             if (key !== blobKeyOf(n)) throw new Error(`list entry ${n}: ${key}`)
           }
           if (n !== BLOB_N) throw new Error(`list(${BLOB_PREFIX}) gave ${n} keys, expected ${BLOB_N}`)
+        }
+        const r = await repeat(once)
+        return { keys: BLOB_N, reps: r.reps, seconds: r.seconds, opsPerSec: r.perSec * BLOB_N }
+      })
+      // The listing with what BlobInfo holds (size, content type, metadata) for every blob.
+      await phase('blob-list-info', async () => {
+        await fill()
+        const once = async () => {
+          let n = 0
+          for await (const info of b.listInfo(BLOB_PREFIX)) {
+            n++
+            if (info.key !== blobKeyOf(n)) throw new Error(`list entry ${n}: ${info.key}`)
+            if (info.size !== 1024 || typeof info.contentType !== 'string' || typeof info.metadata !== 'object') {
+              throw new Error(`list entry ${n}: ${JSON.stringify(info)} lacks size, contentType or metadata`)
+            }
+          }
+          if (n !== BLOB_N) throw new Error(`listInfo(${BLOB_PREFIX}) gave ${n} entries, expected ${BLOB_N}`)
         }
         const r = await repeat(once)
         return { keys: BLOB_N, reps: r.reps, seconds: r.seconds, opsPerSec: r.perSec * BLOB_N }

@@ -1,4 +1,5 @@
-// Child process for blob-memory.test.mjs. Usage: node --expose-gc blob-memory-child.mjs <dir> [MiB]
+// Child process for blob-memory.test.mjs. Usage: node --expose-gc blob-memory-child.mjs <dir> [MiB] [sqlite|s3]
+// (s3: the local server of scripts/ensure-s3.sh, a multipart upload with its parts in flight).
 // Puts a generated blob (default 1 GiB) from a Readable stream, reads it back through stream(),
 // hashes both sides and prints one JSON line with sizes, hashes and RSS figures.
 // The generator allocates a fresh 1 MiB chunk each time (never reused: the store may still hold it)
@@ -7,13 +8,16 @@ import { createHash, randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { createStore } from "@cuitty/persist";
+import { s3Bucket, s3Config } from "./adapters.mjs";
 
-const [dir, mibArg] = process.argv.slice(2);
+const [dir, mibArg, adapter = "sqlite"] = process.argv.slice(2);
 const MiB = 1024 * 1024;
 const CHUNKS = Number(mibArg ?? 1024);
 const gc = globalThis.gc ?? (() => {});
 
-const store = await createStore({ name: "mem", adapter: "sqlite", path: join(dir, "blob-memory.db") });
+const store = adapter === "s3"
+  ? await createStore(s3Config("mem", { bucket: await s3Bucket(), prefix: `mem-${process.pid}/` }))
+  : await createStore({ name: "mem", adapter: "sqlite", path: join(dir, "blob-memory.db") });
 // warm up code paths before the baseline
 await store.blobs.put("warm", randomBytes(64 * 1024));
 for await (const _ of await store.blobs.stream("warm")) { /* drain */ }

@@ -101,6 +101,8 @@ export function wrapBlobs(store) {
     list: async function* (prefix) {
       for await (const info of blobs.list({ prefix })) yield info.key
     },
+    /** The same listing, whole BlobInfo entries. */
+    listInfo: (prefix) => blobs.list({ prefix }),
     /** A body of unknown length from a stream: the adapter decides how to upload it (multipart on S3). */
     putStream: (key, readable) => blobs.put(key, readable, { contentType: 'application/octet-stream' }),
   }

@@ -3,7 +3,9 @@
 // close), the SDK's defaults except maxSockets 64 (the phases keep 64 requests in flight; the SDK's
 // default of 50 would queue them and warn).
 //   blobs: PutObject / GetObject (Body.transformToByteArray; NoSuchKey -> undefined) /
-//     ListObjectsV2 pages of 1,000; the stream body through @aws-sdk/lib-storage `Upload` with 8 MiB
+//     ListObjectsV2 pages of 1,000 (blob-list: keys only) / for blob-list-info, what our BlobInfo
+//     holds: each ListObjectsV2 page, then HeadObject per key (64 in flight, in key order; a key
+//     deleted meanwhile is skipped) for content type and metadata; the stream body through @aws-sdk/lib-storage `Upload` with 8 MiB
 //     parts (our adapter's part size) and its default queueSize 4.
 //   kv (only with --phases kv): each key an object `kv/<key>` holding the JSON value; setMany =
 //     one PutObject per entry, 64 in flight (S3 has no batch write); list = ListObjectsV2 then
@@ -18,7 +20,7 @@ export default {
   id: 'aws-sdk-s3',
   label: '@aws-sdk/client-s3',
   optIn: true,
-  phases: ['blob-put-1k', 'blob-get-1k', 'blob-list', 'blob-multipart'],
+  phases: ['blob-put-1k', 'blob-get-1k', 'blob-list', 'blob-list-info', 'blob-multipart'],
   async info() {
     return { version: pkgVersion('@aws-sdk/client-s3'), libStorage: pkgVersion('@aws-sdk/lib-storage'), server: `moto at ${S3.endpoint}`, maxSockets: 64 }
   },
@@ -46,6 +48,14 @@ export default {
         ContinuationToken = page.IsTruncated ? page.NextContinuationToken : undefined
       } while (ContinuationToken)
     }
+    const headObject = async (Key) => {
+      try {
+        return await client.send(new s3.HeadObjectCommand({ Bucket, Key }))
+      } catch (e) {
+        if (isMissing(e)) return undefined
+        throw e
+      }
+    }
     const inFlight = async (items, fn) => {
       let next = 0
       const out = new Array(items.length)
@@ -72,6 +82,19 @@ export default {
         put: (key, body) => putObject(key, body),
         get: getObject,
         list: listKeys,
+        listInfo: async function* (Prefix) {
+          let ContinuationToken
+          do {
+            const page = await client.send(new s3.ListObjectsV2Command({ Bucket, Prefix, ContinuationToken }))
+            const keys = (page.Contents ?? []).map((o) => o.Key)
+            const heads = await inFlight(keys, headObject)
+            for (let i = 0; i < keys.length; i++) {
+              const h = heads[i]
+              if (h) yield { key: keys[i], size: h.ContentLength, contentType: h.ContentType, etag: h.ETag, metadata: h.Metadata ?? {}, updatedAt: h.LastModified }
+            }
+            ContinuationToken = page.IsTruncated ? page.NextContinuationToken : undefined
+          } while (ContinuationToken)
+        },
         putStream: (key, readable) =>
           new Upload({ client, params: { Bucket, Key: key, Body: readable, ContentType: 'application/octet-stream' }, partSize: 8 * 1024 * 1024 }).done(),
       },

@@ -9,7 +9,7 @@ export default {
   label: '@cuitty/persist (s3)',
   ours: true,
   optIn: true,
-  phases: ['blob-put-1k', 'blob-get-1k', 'blob-list', 'blob-multipart'],
+  phases: ['blob-put-1k', 'blob-get-1k', 'blob-list', 'blob-list-info', 'blob-multipart'],
   async info() {
     return { version: persistVersion(), build: addonProfile(), server: `moto at ${S3.endpoint}` }
   },

@@ -409,28 +409,62 @@ impl NativeStore {
         content_type: Option<String>,
         metadata: Option<String>,
     ) -> Result<NativeBlobUpload> {
-        let metadata: BTreeMap<String, String> = match metadata {
-            Some(m) => serde_json::from_str(&m).map_err(|_| {
-                to_js(PersistError::invalid_argument(
-                    "blob metadata must be an object of string values",
-                ))
-            })?,
-            None => BTreeMap::new(),
-        };
-        let upload = self
-            .store
-            .blob_put(
-                key,
-                BlobMeta {
-                    content_type,
-                    metadata,
-                },
-            )
-            .await
-            .js()?;
+        let meta = blob_meta(content_type, metadata)?;
+        let upload = self.store.blob_put(key, meta).await.js()?;
         Ok(NativeBlobUpload {
             upload: Arc::new(Mutex::new(Some(upload))),
         })
+    }
+
+    /// A whole small body (JS sends at most one write's worth) in one call instead of three
+    /// (put, write, commit): each call is a task and a hop back to the JS thread.
+    #[napi]
+    pub async fn blob_put_bytes(
+        &self,
+        key: String,
+        content_type: Option<String>,
+        metadata: Option<String>,
+        body: Buffer,
+    ) -> Result<String> {
+        let meta = blob_meta(content_type, metadata)?;
+        let mut upload = self.store.blob_put(key, meta).await.js()?;
+        let written = if body.is_empty() {
+            Ok(())
+        } else {
+            upload.write(body.to_vec()).await
+        };
+        if let Err(e) = written {
+            let _ = upload.abort().await;
+            return Err(to_js(e));
+        }
+        let info = upload.commit().await.js()?;
+        Ok(json::one(&info, json::blob_info))
+    }
+
+    /// A whole blob (or range) in one call, for `blobs.get`: null when absent.
+    #[napi]
+    pub async fn blob_get_bytes(
+        &self,
+        key: String,
+        start: f64,
+        end: Option<f64>,
+    ) -> Result<Option<Buffer>> {
+        let range = ByteRange {
+            start: whole("range.start", start).js()?,
+            end: end.map(|e| whole("range.end", e)).transpose().js()?,
+        };
+        let Some(mut reader) = self.store.blob_read(key, range).await.js()? else {
+            return Ok(None);
+        };
+        let mut body: Vec<u8> = Vec::new();
+        while let Some(chunk) = reader.next_chunk().await.js()? {
+            if body.is_empty() {
+                body = chunk;
+            } else {
+                body.extend_from_slice(&chunk);
+            }
+        }
+        Ok(Some(Buffer::from(body)))
     }
 
     #[napi]
@@ -551,6 +585,22 @@ impl NativeStore {
             .await
             .js()
     }
+}
+
+/// BlobMeta from `blobs.put` options (metadata as a JSON object of strings).
+fn blob_meta(content_type: Option<String>, metadata: Option<String>) -> Result<BlobMeta> {
+    let metadata: BTreeMap<String, String> = match metadata {
+        Some(m) => serde_json::from_str(&m).map_err(|_| {
+            to_js(PersistError::invalid_argument(
+                "blob metadata must be an object of string values",
+            ))
+        })?,
+        None => BTreeMap::new(),
+    };
+    Ok(BlobMeta {
+        content_type,
+        metadata,
+    })
 }
 
 fn kv_entries_json(found: &[Option<crate::model::KvEntry>]) -> String {

@@ -10,15 +10,20 @@
 //!   when some entry cannot travel as a header of its own (case, non-ASCII, empty values).
 //!
 //! Bodies up to one part go up in one PutObject; longer ones through a multipart upload of
-//! 8 MiB parts, one part uploading while the next fills (about 16 MiB held), aborted on failure
-//! or when the upload is dropped, so a failed put never leaves a partial object.
+//! 8 MiB parts, up to four uploading while the next fills (about 40 MiB held), aborted on
+//! failure or when the upload is dropped, so a failed put never leaves a partial object.
+//!
+//! S3 listings carry neither Content-Type nor metadata, so `blob_list_page` HEADs every listed
+//! blob (64 at a time, the next ListObjectsV2 page listed meanwhile).
 
 use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-use futures::stream::{self, StreamExt, TryStreamExt};
+use futures::stream::{self, TryStreamExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
 use super::{errors, Shared};
 use crate::backend::{BlobReader, BlobUpload};
@@ -29,6 +34,11 @@ use crate::model::*;
 
 /// Bytes per multipart part.
 pub const PART: usize = 8 * 1024 * 1024;
+/// Parts uploading at once, as @aws-sdk/lib-storage's default `queueSize`: with the part being
+/// filled, an upload holds at most 5 parts (40 MiB).
+const PARTS_IN_FLIGHT: usize = 4;
+/// HEADs in flight while a listing fills in BlobInfo (the 64 requests in flight used elsewhere).
+const HEAD_CONCURRENCY: usize = 64;
 /// Bytes per chunk handed to a reader.
 const READ_CHUNK: usize = 256 * 1024;
 const META_ETAG: &str = "persist-etag";
@@ -184,8 +194,10 @@ impl NativeBlobs for Shared {
             buf: Vec::new(),
             size: 0,
             upload_id: None,
+            last_part: 0,
             parts: Vec::new(),
-            in_flight: None,
+            in_flight: JoinSet::new(),
+            spare: Vec::new(),
             finished: false,
         }))
     }
@@ -270,35 +282,98 @@ impl NativeBlobs for Shared {
     ) -> Result<Vec<BlobInfo>> {
         let base = format!("{}blobs/", self.prefix);
         let object_prefix = format!("{base}{prefix}");
-        let start_after = after.map(|a| format!("{base}{a}"));
-        let mut keys = Vec::new();
-        let mut token = None;
-        while keys.len() < limit {
-            let (page, next) = self
-                .list_page(
-                    &object_prefix,
-                    start_after.as_deref(),
-                    token.take(),
-                    limit - keys.len(),
-                )
+        let mut start_after = after.map(|a| format!("{base}{a}"));
+        let mut infos = Vec::new();
+        // A blob deleted between its listing and its HEAD is skipped; list on past it, so a
+        // short page still means the end of the listing.
+        while infos.len() < limit {
+            let want = limit - infos.len();
+            let (found, listed, last) = self
+                .list_with_info(&base, &object_prefix, start_after.take(), want)
                 .await?;
-            keys.extend(
-                page.into_iter()
-                    .filter_map(|(k, _)| k.strip_prefix(&base).map(str::to_string)),
-            );
-            match next {
-                Some(t) => token = Some(t),
-                None => break,
+            infos.extend(found);
+            if listed < want {
+                break;
             }
+            start_after = last;
         }
-        keys.truncate(limit);
-        // Listings carry no content type or metadata: one HEAD per blob, several at a time.
-        let infos: Vec<Option<BlobInfo>> = stream::iter(keys)
-            .map(|k| async move { self.head_blob(&k).await })
-            .buffered(super::FETCH_CONCURRENCY)
+        Ok(infos)
+    }
+}
+
+impl Shared {
+    /// BlobInfo of up to `limit` listed blobs, in key order, with how many keys were listed and
+    /// the last one. Listings carry no content type or metadata: one HEAD per blob, 64 in
+    /// flight, while a task lists the next ListObjectsV2 page.
+    async fn list_with_info(
+        &self,
+        base: &str,
+        object_prefix: &str,
+        start_after: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<BlobInfo>, usize, Option<String>)> {
+        let pages = self.spawn_key_listing(object_prefix.to_string(), start_after, limit);
+        let mut listed = 0;
+        let mut last = None;
+        let keys = stream::unfold(pages, |mut pages| async move {
+            pages.recv().await.map(|page| (page, pages))
+        })
+        .map_ok(|page| stream::iter(page.into_iter().map(Ok)))
+        .try_flatten()
+        .inspect_ok(|object_key: &String| {
+            listed += 1;
+            last = Some(object_key.clone());
+        });
+        let infos: Vec<Option<BlobInfo>> = keys
+            .map_ok(|object_key| async move {
+                match object_key.strip_prefix(base) {
+                    Some(key) => self.head_blob(key).await,
+                    None => Ok(None),
+                }
+            })
+            .try_buffered(HEAD_CONCURRENCY)
             .try_collect()
             .await?;
-        Ok(infos.into_iter().flatten().collect())
+        Ok((infos.into_iter().flatten().collect(), listed, last))
+    }
+
+    /// Up to `limit` object keys after `start_after`, page by page, from a task that lists the
+    /// next page while the receiver works on this one (at most one page waits in the channel).
+    /// The task ends at the last page, or when the receiver is dropped.
+    fn spawn_key_listing(
+        &self,
+        object_prefix: String,
+        start_after: Option<String>,
+        limit: usize,
+    ) -> mpsc::Receiver<Result<Vec<String>>> {
+        let (pages, receiver) = mpsc::channel(1);
+        let shared = self.clone();
+        tokio::spawn(async move {
+            let mut token = None;
+            let mut left = limit;
+            while left > 0 {
+                let listed = shared
+                    .list_page(&object_prefix, start_after.as_deref(), token.take(), left)
+                    .await;
+                let (keys, next) = match listed {
+                    Ok(page) => page,
+                    Err(e) => {
+                        let _ = pages.send(Err(e)).await;
+                        return;
+                    }
+                };
+                let keys: Vec<String> = keys.into_iter().take(left).map(|(k, _)| k).collect();
+                left -= keys.len();
+                if pages.send(Ok(keys)).await.is_err() {
+                    return;
+                }
+                match next {
+                    Some(t) => token = Some(t),
+                    None => return,
+                }
+            }
+        });
+        receiver
     }
 }
 
@@ -361,8 +436,6 @@ impl BlobReader for Reader {
     }
 }
 
-type PartTask = tokio::task::JoinHandle<Result<CompletedPart>>;
-
 struct Upload {
     shared: Shared,
     key: String,
@@ -371,11 +444,18 @@ struct Upload {
     metadata: BTreeMap<String, String>,
     etag: String,
     updated_at: String,
+    /// The part being filled.
     buf: Vec<u8>,
     size: u64,
     upload_id: Option<String>,
+    /// Number of the last part started.
+    last_part: i32,
+    /// Parts uploaded, in completion order (sorted before CompleteMultipartUpload).
     parts: Vec<CompletedPart>,
-    in_flight: Option<PartTask>,
+    in_flight: JoinSet<Result<(CompletedPart, Option<Vec<u8>>)>>,
+    /// Buffers of uploaded parts, filled again: freeing and allocating 8 MiB per part instead
+    /// leaves the allocator holding tens of MiB more than the parts in flight.
+    spare: Vec<Vec<u8>>,
     finished: bool,
 }
 
@@ -391,19 +471,25 @@ impl Upload {
         }
     }
 
-    async fn wait_in_flight(&mut self) -> Result<()> {
-        if let Some(task) = self.in_flight.take() {
-            let part = task
-                .await
+    /// Waits for the next part upload to end (whichever ends first).
+    async fn join_next_part(&mut self) -> Result<()> {
+        if let Some(joined) = self.in_flight.join_next().await {
+            let (part, buffer) = joined
                 .map_err(|e| PersistError::internal(format!("a part upload failed: {e}")))??;
             self.parts.push(part);
+            if let Some(mut buffer) = buffer.filter(|b| b.capacity() >= PART) {
+                buffer.clear();
+                self.spare.push(buffer);
+            }
         }
         Ok(())
     }
 
-    /// Starts uploading `bytes` as the next part, after the previous one finished.
+    /// Starts uploading `bytes` as the next part, once fewer than PARTS_IN_FLIGHT are.
     async fn send_part(&mut self, bytes: Vec<u8>) -> Result<()> {
-        self.wait_in_flight().await?;
+        while self.in_flight.len() >= PARTS_IN_FLIGHT {
+            self.join_next_part().await?;
+        }
         if self.upload_id.is_none() {
             let out = self
                 .shared
@@ -422,10 +508,13 @@ impl Upload {
                 .map_err(|e| self.shared.errors.map("put", Some(&self.object_key), e))?;
             self.upload_id = out.upload_id().map(str::to_string);
         }
-        let number = (self.parts.len() + 1) as i32;
+        self.last_part += 1;
+        let number = self.last_part;
         let (shared, object_key) = (self.shared.clone(), self.object_key.clone());
         let upload_id = self.upload_id.clone().unwrap_or_default();
-        self.in_flight = Some(tokio::spawn(async move {
+        self.in_flight.spawn(async move {
+            let body = bytes::Bytes::from(bytes);
+            let kept = body.clone();
             let out = shared
                 .client
                 .upload_part()
@@ -433,15 +522,18 @@ impl Upload {
                 .key(&object_key)
                 .upload_id(upload_id)
                 .part_number(number)
-                .body(ByteStream::from(bytes))
+                .body(ByteStream::from(body))
                 .send()
                 .await
                 .map_err(|e| shared.errors.map("put (part)", Some(&object_key), e))?;
-            Ok(CompletedPart::builder()
+            // The request is gone: the buffer is ours again unless something still holds it.
+            let buffer = kept.try_into_mut().ok().map(Vec::from);
+            let part = CompletedPart::builder()
                 .part_number(number)
                 .set_e_tag(out.e_tag().map(str::to_string))
-                .build())
-        }));
+                .build();
+            Ok((part, buffer))
+        });
         Ok(())
     }
 
@@ -469,7 +561,11 @@ impl Upload {
             let last = std::mem::take(&mut self.buf);
             self.send_part(last).await?;
         }
-        self.wait_in_flight().await?;
+        while !self.in_flight.is_empty() {
+            self.join_next_part().await?;
+        }
+        let mut parts = std::mem::take(&mut self.parts);
+        parts.sort_by_key(|p| p.part_number());
         self.shared
             .client
             .complete_multipart_upload()
@@ -478,7 +574,7 @@ impl Upload {
             .upload_id(upload_id)
             .multipart_upload(
                 CompletedMultipartUpload::builder()
-                    .set_parts(Some(std::mem::take(&mut self.parts)))
+                    .set_parts(Some(parts))
                     .build(),
             )
             .send()
@@ -487,15 +583,14 @@ impl Upload {
         Ok(())
     }
 
-    /// Aborts the multipart upload, if one was started.
+    /// Aborts the multipart upload, if one was started: after every part upload still running
+    /// has ended, since S3 may keep a part that arrives after the abort.
     fn abort_task(&mut self) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
         let upload_id = self.upload_id.take()?;
-        let in_flight = self.in_flight.take();
+        let mut in_flight = std::mem::take(&mut self.in_flight);
         let (shared, object_key) = (self.shared.clone(), self.object_key.clone());
         Some(async move {
-            if let Some(task) = in_flight {
-                let _ = task.await;
-            }
+            while in_flight.join_next().await.is_some() {}
             let _ = shared
                 .client
                 .abort_multipart_upload()
@@ -511,13 +606,20 @@ impl Upload {
 #[async_trait]
 impl BlobUpload for Upload {
     async fn write(&mut self, chunk: Vec<u8>) -> Result<()> {
-        self.size += chunk.len() as u64;
-        if self.buf.capacity() == 0 {
-            self.buf.reserve(PART.min(chunk.len().max(64 * 1024)));
+        if self.buf.capacity() - self.buf.len() < chunk.len() {
+            // A body of more than one write may well be long: room for a whole part at once,
+            // rather than growing (and copying) the buffer on the way up to PART.
+            let room = if self.size > 0 { PART } else { chunk.len() };
+            let wanted = room.max(self.buf.len() + chunk.len());
+            self.buf.reserve_exact(wanted - self.buf.len());
         }
+        self.size += chunk.len() as u64;
         self.buf.extend_from_slice(&chunk);
         while self.buf.len() >= PART {
-            let rest = self.buf.split_off(PART);
+            let mut rest = self.spare.pop().unwrap_or_default();
+            rest.reserve_exact(PART.max(self.buf.len() - PART));
+            rest.extend_from_slice(&self.buf[PART..]);
+            self.buf.truncate(PART);
             let full = std::mem::replace(&mut self.buf, rest);
             if let Err(e) = self.send_part(full).await {
                 if let Some(abort) = self.abort_task() {
