@@ -284,7 +284,12 @@ export interface Events {
 
 export interface Sync {
   readonly peerId: string;
-  peers(): Promise<{ peerId: string; addresses: string[]; connected: boolean }[]>;
+  /** Every peer of the topic seen since the store opened. `connected` turns false when the
+   * connection closes (at once when the peer's process exits, even killed) or stops answering
+   * pings (about 15 s after its link died). `bytesSent` / `bytesReceived`: sync-protocol bytes
+   * (document sync messages and blob chunks, with their length prefixes; not transport
+   * overhead) to / from that peer since the store opened. */
+  peers(): Promise<{ peerId: string; addresses: string[]; connected: boolean; bytesSent: number; bytesReceived: number }[]>;
   waitFor(options?: { peers?: number; timeoutMs?: number }): Promise<void>;
   on(event: "peer" | "synced", listener: (peerId: string) => void): () => void;
 }

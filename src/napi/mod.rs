@@ -601,7 +601,7 @@ impl NativeStore {
         self.store.sync().map(|s| s.peer_id())
     }
 
-    /// JSON: `[{ peerId, addresses, connected }]`.
+    /// JSON: `[{ peerId, addresses, connected, bytesSent, bytesReceived }]`.
     #[napi]
     pub async fn sync_peers(&self) -> Result<String> {
         let sync = sync_of(&self.store).js()?;
@@ -609,7 +609,13 @@ impl NativeStore {
             .peers()
             .into_iter()
             .map(|p| {
-                serde_json::json!({ "peerId": p.peer_id, "addresses": p.addresses, "connected": p.connected })
+                serde_json::json!({
+                    "peerId": p.peer_id,
+                    "addresses": p.addresses,
+                    "connected": p.connected,
+                    "bytesSent": p.bytes_sent,
+                    "bytesReceived": p.bytes_received,
+                })
             })
             .collect();
         Ok(serde_json::Value::Array(list).to_string())
