@@ -272,6 +272,10 @@ export interface Events {
   /** Returns the last seq. `expectedSeq` (0 for an empty stream) rejects with CONFLICT on mismatch. */
   append(stream: string, events: NewEvent | NewEvent[], options?: { expectedSeq?: number }): Promise<{ seq: number }>;
   read(stream: string, options?: { from?: number; limit?: number; reverse?: boolean }): AsyncIterable<StoredEvent>;
+  /** Delivers the history from `from`, then live events, each once. In seq order, except on
+   * p2p stores: there events are delivered in the order they reached this peer, so events that
+   * merge in from a peer behind ones already delivered (an earlier place in the merged order)
+   * still come, once, after them, with the seq they have then. */
   subscribe(
     stream: string,
     handler: (event: StoredEvent) => void | Promise<void>,

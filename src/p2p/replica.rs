@@ -93,15 +93,25 @@ pub struct Ev {
     pub ts: i64,
     pub peer: String,
     pub idx: u64,
+    /// When this event reached this replica: its 1-based position in `Replica::arrivals`.
+    pub arr: u64,
     pub id: String,
     pub kind: String,
     pub data: String,
     pub time: String,
 }
 
+/// An event's place in the merged order of its stream: (Lamport ts, peer, index in the peer's
+/// log). It never changes, unlike `seq`, which moves when earlier events merge in.
+pub type EvKey = (i64, String, u64);
+
 impl Ev {
     fn key(&self) -> (i64, &str, u64) {
         (self.ts, &self.peer, self.idx)
+    }
+
+    pub fn owned_key(&self) -> EvKey {
+        (self.ts, self.peer.clone(), self.idx)
     }
 }
 
@@ -135,6 +145,10 @@ pub struct Replica {
     pub recs: HashMap<String, BTreeMap<String, Rec>>,
     pub blobs: BTreeMap<String, BlobRec>,
     pub events: HashMap<String, Vec<Ev>>,
+    /// Per stream, the keys of its events in the order they reached this replica (own appends
+    /// and merges from peers; at open, the merged order). Subscriptions follow it, so an event
+    /// merged in behind a subscriber's position is still delivered, once.
+    pub arrivals: HashMap<String, Vec<EvKey>>,
     /// Documents changed since the network layer last looked.
     pub changed: HashSet<String>,
 }
@@ -185,6 +199,7 @@ impl Replica {
             recs: HashMap::new(),
             blobs: BTreeMap::new(),
             events: HashMap::new(),
+            arrivals: HashMap::new(),
             changed: HashSet::new(),
         };
         for entry in fs::read_dir(&docs_dir).map_err(|e| io_err("reading the replica", e))? {
@@ -338,6 +353,7 @@ impl Replica {
                         ts: cell.ts,
                         peer: peer.to_string(),
                         idx: idx as u64,
+                        arr: 0,
                         id: cell.id,
                         kind: cell.t,
                         data: cell.d.get().to_string(),
@@ -345,8 +361,32 @@ impl Replica {
                     });
                 }
             }
-            for list in events.values_mut() {
+            for (stream, list) in events.iter_mut() {
                 list.sort_by(|a, b| a.key().cmp(&b.key()));
+                // Events seen before keep their arrival; new ones arrive now, in merged order.
+                let arrivals = self.arrivals.entry(stream.clone()).or_default();
+                let known: HashMap<&EvKey, u64> = arrivals
+                    .iter()
+                    .enumerate()
+                    .map(|(i, k)| (k, i as u64 + 1))
+                    .collect();
+                let mut fresh = Vec::new();
+                for ev in list.iter_mut() {
+                    match known.get(&ev.owned_key()) {
+                        Some(&arr) => ev.arr = arr,
+                        None => fresh.push(ev),
+                    }
+                }
+                let mut next = arrivals.len() as u64;
+                let fresh: Vec<EvKey> = fresh
+                    .into_iter()
+                    .map(|ev| {
+                        next += 1;
+                        ev.arr = next;
+                        ev.owned_key()
+                    })
+                    .collect();
+                arrivals.extend(fresh);
             }
             self.events = events;
         } else if let Some(coll) = name.strip_prefix(RECORDS_PREFIX) {
@@ -530,6 +570,7 @@ impl Replica {
         };
         let idx0 = doc.length(&obj);
         let time = crate::clock::iso8601(now);
+        let mut added = Vec::with_capacity(events.len());
         for (i, ev) in events.into_iter().enumerate() {
             let (idx, ts) = (idx0 + i, ts0 + i as i64);
             let id = crate::clock::new_id();
@@ -539,15 +580,23 @@ impl Replica {
                 ev.data
             );
             doc.insert(&obj, idx, cell).map_err(am_err)?;
-            list.push(Ev {
+            added.push(Ev {
                 ts,
                 peer: self.peer.clone(),
                 idx: idx as u64,
+                arr: 0,
                 id,
                 kind: ev.kind,
                 data: ev.data,
                 time: time.clone(),
             });
+        }
+        // Only once every insert succeeded: a failed append leaves no arrival behind.
+        let arrivals = self.arrivals.entry(stream.to_string()).or_default();
+        for mut ev in added {
+            arrivals.push(ev.owned_key());
+            ev.arr = arrivals.len() as u64;
+            list.push(ev);
         }
         Ok(list.len() as u64)
     }
