@@ -23,7 +23,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use automerge::transaction::Transactable;
-use automerge::{AutoCommit, ObjType, ReadDoc, Value as AmValue, ROOT};
+use automerge::{AutoCommit, ObjType, ReadDoc, ScalarValueRef, Value as AmValue, ValueRef, ROOT};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -177,6 +177,14 @@ fn str_of(v: Option<(AmValue<'_>, automerge::ObjId)>) -> Option<String> {
     }
 }
 
+/// The text of a string leaf met while iterating a map (`map_range`).
+fn item_str<'a>(v: &'a ValueRef<'_>) -> Option<&'a str> {
+    match v {
+        ValueRef::Scalar(ScalarValueRef::Str(s)) => Some(s),
+        _ => None,
+    }
+}
+
 fn obj_of(v: Option<(AmValue<'_>, automerge::ObjId)>) -> Option<automerge::ObjId> {
     match v {
         Some((AmValue::Object(_), id)) => Some(id),
@@ -301,15 +309,18 @@ impl Replica {
         let Some(doc) = self.docs.get(name) else {
             return Ok(());
         };
+        // One pass over each map (`map_range`) rather than a lookup per key: a rebuild follows
+        // every sync message that changed the document, and lookups dominated initial syncs.
         if name == KV_DOC {
             let mut kv = BTreeMap::new();
-            for key in doc.keys(ROOT) {
-                let Some(s) = str_of(doc.get(ROOT, key.as_str()).map_err(am_err)?) else {
+            for item in doc.map_range(ROOT, ..) {
+                let Some(s) = item_str(&item.value) else {
                     continue;
                 };
-                let Ok(cell) = serde_json::from_str::<KvCell>(&s) else {
+                let Ok(cell) = serde_json::from_str::<KvCell>(s) else {
                     continue;
                 };
+                let key = item.key.into_owned();
                 kv.insert(
                     key.clone(),
                     KvEntry {
@@ -391,11 +402,20 @@ impl Replica {
             self.events = events;
         } else if let Some(coll) = name.strip_prefix(RECORDS_PREFIX) {
             let mut recs = BTreeMap::new();
-            for id in doc.keys(ROOT) {
-                let Some(obj) = obj_of(doc.get(ROOT, id.as_str()).map_err(am_err)?) else {
+            for item in doc.map_range(ROOT, ..) {
+                if !matches!(item.value, ValueRef::Object(ObjType::Map)) {
                     continue;
-                };
-                let Some(meta) = str_of(doc.get(&obj, "m").map_err(am_err)?) else {
+                }
+                let obj = item.id();
+                let (mut meta, mut fields) = (None, None);
+                for part in doc.map_range(&obj, ..) {
+                    match (part.key.as_ref(), &part.value) {
+                        ("m", v) => meta = item_str(v).map(str::to_string),
+                        ("d", ValueRef::Object(ObjType::Map)) => fields = Some(part.id()),
+                        _ => {}
+                    }
+                }
+                let Some(meta) = meta else {
                     continue;
                 };
                 let Ok((version, created, updated)) =
@@ -404,11 +424,11 @@ impl Replica {
                     continue;
                 };
                 let mut data = serde_json::Map::new();
-                if let Some(d) = obj_of(doc.get(&obj, "d").map_err(am_err)?) {
-                    for field in doc.keys(&d) {
-                        if let Some(s) = str_of(doc.get(&d, field.as_str()).map_err(am_err)?) {
-                            if let Ok(v) = serde_json::from_str::<Value>(&s) {
-                                data.insert(field, v);
+                if let Some(d) = fields {
+                    for field in doc.map_range(&d, ..) {
+                        if let Some(s) = item_str(&field.value) {
+                            if let Ok(v) = serde_json::from_str::<Value>(s) {
+                                data.insert(field.key.into_owned(), v);
                             }
                         }
                     }
@@ -416,7 +436,7 @@ impl Replica {
                 let data = Value::Object(data);
                 let json = serde_json::to_string(&data).map_err(am_err)?;
                 recs.insert(
-                    id,
+                    item.key.into_owned(),
                     Rec {
                         version,
                         created,
