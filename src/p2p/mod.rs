@@ -9,7 +9,9 @@
 //! - events: `append` adds to this peer's own log; `seq` is the position in the merged order
 //!   (ts, peer, index) of the events this peer has. Appends made while apart are ordered by their
 //!   Lamport timestamps once the peers meet, so a peer's `seq` numbers are final only for events
-//!   every peer has seen; `expectedSeq` compares with the local merged stream.
+//!   every peer has seen; `expectedSeq` compares with the local merged stream. Subscriptions
+//!   follow arrival order (`ev_follow_page`), so events merged in behind ones already delivered
+//!   are still delivered, once.
 //! - blobs: metadata syncs with the documents; chunk bodies are content-addressed files fetched
 //!   from peers on first read.
 
