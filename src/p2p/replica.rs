@@ -621,3 +621,54 @@ impl Replica {
         Ok(list.len() as u64)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: &str) -> NewEvent {
+        NewEvent {
+            kind: kind.to_string(),
+            data: "null".to_string(),
+        }
+    }
+
+    fn kinds_and_arrivals(rep: &Replica) -> Vec<(String, u64)> {
+        rep.events["s"]
+            .iter()
+            .map(|e| (e.kind.clone(), e.arr))
+            .collect()
+    }
+
+    #[test]
+    fn events_merged_in_behind_arrive_after_the_ones_already_here() {
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut a = Replica::open(dir_a.path(), "peer-a".to_string()).unwrap();
+        let mut b = Replica::open(dir_b.path(), "peer-b".to_string()).unwrap();
+        // a's events carry earlier timestamps: once merged they sort before b's.
+        a.ev_append("s", vec![event("a1"), event("a2")], 1_000)
+            .unwrap();
+        b.ev_append("s", vec![event("b1")], 2_000).unwrap();
+        a.persist(EVENTS_DOC).unwrap();
+        b.persist(EVENTS_DOC).unwrap();
+        let mut from_a = a.docs[EVENTS_DOC].clone();
+        b.doc_mut(EVENTS_DOC).merge(&mut from_a).unwrap();
+        b.rebuild(EVENTS_DOC).unwrap();
+        let expected = vec![
+            ("a1".to_string(), 2),
+            ("a2".to_string(), 3),
+            ("b1".to_string(), 1),
+        ];
+        assert_eq!(kinds_and_arrivals(&b), expected);
+        // A rebuild with nothing new keeps every arrival.
+        b.rebuild(EVENTS_DOC).unwrap();
+        assert_eq!(kinds_and_arrivals(&b), expected);
+        assert_eq!(b.arrivals["s"].len(), 3);
+        // Reopened, a replica's arrivals start over in merged order.
+        b.persist(EVENTS_DOC).unwrap();
+        drop(b);
+        let b = Replica::open(dir_b.path(), "peer-b".to_string()).unwrap();
+        let reopened: Vec<u64> = b.events["s"].iter().map(|e| e.arr).collect();
+        assert_eq!(reopened, vec![1, 2, 3]);
+    }
+}
