@@ -272,6 +272,10 @@ export interface Events {
   /** Returns the last seq. `expectedSeq` (0 for an empty stream) rejects with CONFLICT on mismatch. */
   append(stream: string, events: NewEvent | NewEvent[], options?: { expectedSeq?: number }): Promise<{ seq: number }>;
   read(stream: string, options?: { from?: number; limit?: number; reverse?: boolean }): AsyncIterable<StoredEvent>;
+  /** Delivers the history from `from`, then live events, each once. In seq order, except on
+   * p2p stores: there events are delivered in the order they reached this peer, so events that
+   * merge in from a peer behind ones already delivered (an earlier place in the merged order)
+   * still come, once, after them, with the seq they have then. */
   subscribe(
     stream: string,
     handler: (event: StoredEvent) => void | Promise<void>,
@@ -284,7 +288,12 @@ export interface Events {
 
 export interface Sync {
   readonly peerId: string;
-  peers(): Promise<{ peerId: string; addresses: string[]; connected: boolean }[]>;
+  /** Every peer of the topic seen since the store opened. `connected` turns false when the
+   * connection closes (at once when the peer's process exits, even killed) or stops answering
+   * pings (about 15 s after its link died). `bytesSent` / `bytesReceived`: sync-protocol bytes
+   * (document sync messages and blob chunks, with their length prefixes; not transport
+   * overhead) to / from that peer since the store opened. */
+  peers(): Promise<{ peerId: string; addresses: string[]; connected: boolean; bytesSent: number; bytesReceived: number }[]>;
   waitFor(options?: { peers?: number; timeoutMs?: number }): Promise<void>;
   on(event: "peer" | "synced", listener: (peerId: string) => void): () => void;
 }

@@ -707,14 +707,10 @@ class Events {
       const o = opts('options', options)
       const onError = o.onError
       if (onError !== undefined && typeof onError !== 'function') throw fail('INVALID_ARGUMENT', 'onError must be a function')
-      let next
-      if (o.from === 'end') {
-        const [last] = JSON.parse(await this.#n.evReadPage(stream, Number.MAX_SAFE_INTEGER, true, 1))
-        next = last ? last.seq + 1 : 1
-      } else {
-        next = optNum('from', o.from) ?? 1
-        if (!Number.isInteger(next) || next < 0) throw fail('INVALID_ARGUMENT', `from must be a non-negative integer or "end", got ${describe(o.from)}`)
-        next = Math.max(next, 1)
+      let from = null // null: the end of the stream
+      if (o.from !== 'end') {
+        from = optNum('from', o.from) ?? 1
+        if (!Number.isInteger(from) || from < 0) throw fail('INVALID_ARGUMENT', `from must be a non-negative integer or "end", got ${describe(o.from)}`)
       }
       const n = this.#n
       let stopped = false
@@ -731,21 +727,24 @@ class Events {
         stopped = true
         this.#subscriptions.delete(stop)
       }
+      // Pages come with a cursor from the core, which decides the order: seq order, or on p2p
+      // stores arrival order, so events merged in behind ones already delivered still come, once.
       // The first page is read before subscribe resolves, so a bad stream name or a closed
       // store rejects here rather than in the background.
-      let first = JSON.parse(await n.evReadPage(stream, next, false, EVENT_PAGE))
+      let first = JSON.parse(await n.evFollowPage(stream, from, null, EVENT_PAGE))
+      let cursor = first.cursor
       const run = async () => {
         while (!stopped) {
           let page = first
           first = null
           try {
-            page = page ?? JSON.parse(await n.evReadPage(stream, next, false, EVENT_PAGE))
+            page = page ?? JSON.parse(await n.evFollowPage(stream, null, cursor, EVENT_PAGE))
           } catch (err) {
             const e = fromNative(err)
             if (e.code !== 'CLOSED') report(e)
             return stop()
           }
-          for (const event of page) {
+          for (const event of page.events) {
             if (stopped) return
             try {
               await handler(event)
@@ -753,11 +752,11 @@ class Events {
               report(err)
               return stop()
             }
-            next = event.seq + 1
           }
-          if (page.length === 0 && !stopped) {
+          cursor = page.cursor
+          if (page.events.length === 0 && !stopped) {
             try {
-              await n.evWait(stream, next - 1, EVENT_WAIT_MS)
+              await n.evWait(stream, page.waitAfter, EVENT_WAIT_MS)
             } catch (err) {
               const e = fromNative(err)
               if (e.code !== 'CLOSED') report(e)

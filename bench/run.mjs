@@ -4,6 +4,9 @@
 // dir; medians over the runs; ratios ours/theirs against the targets of issue 4.
 //   node bench/run.mjs [--only a,b] [--runs 3] [--n 100000] [--phases set-seq,get-c64,...]
 //                      [--blob-n 2000] [--blob-mib 64] [--max-phase-seconds 30] [--out bench/results]
+//                      [--p2p] [--p2p-records 10000] [--p2p-writes 1000]
+// --p2p adds the P2P sync section (p2p-sync.mjs; its partition part needs root); `--only p2p`
+// runs that section alone (its JSON goes to results/<date>-p2p.json, latest.* stay as they are).
 import { fork } from 'node:child_process'
 import { readdirSync, mkdirSync, writeFileSync, copyFileSync, mkdtempSync, rmSync } from 'node:fs'
 import os from 'node:os'
@@ -11,6 +14,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { chartSvg, fmtRate } from './lib/chart.mjs'
 import { REPO, ADDON_FILES, addonProfile } from './lib/persist-common.mjs'
+import { benchP2p, p2pTable } from './p2p-sync.mjs'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 
@@ -61,7 +65,7 @@ const COMPARISONS = [
 ]
 
 function parseArgs(argv) {
-  const o = { runs: 3, n: 100000, blobN: 2000, blobMib: 64, only: null, phases: null, maxPhaseSeconds: 30, out: path.join(HERE, 'results'), timeout: 1800, addon: path.join(REPO, 'persist.linux-x64-gnu.node') }
+  const o = { runs: 3, n: 100000, blobN: 2000, blobMib: 64, only: null, phases: null, maxPhaseSeconds: 30, out: path.join(HERE, 'results'), timeout: 1800, addon: path.join(REPO, 'persist.linux-x64-gnu.node'), p2p: false, p2pRecords: 10000, p2pWrites: 1000 }
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
     const [k, inline] = a.includes('=') ? a.split(/=(.*)/s) : [a, undefined]
@@ -80,10 +84,17 @@ function parseArgs(argv) {
     else if (k === '--timeout') o.timeout = Number(val())
     else if (k === '--out') o.out = path.resolve(val())
     else if (k === '--addon') o.addon = path.resolve(val())
+    else if (k === '--p2p') o.p2p = true
+    else if (k === '--p2p-records') o.p2pRecords = Number(val())
+    else if (k === '--p2p-writes') o.p2pWrites = Number(val())
     else if (k === '--help' || k === '-h') {
-      console.log('node bench/run.mjs [--only lib,lib] [--runs 3] [--n 100000] [--phases p,p|kv|records|blobs] [--blob-n 2000] [--blob-mib 64] [--max-phase-seconds 30] [--timeout 1800] [--out dir] [--addon file.node]')
+      console.log('node bench/run.mjs [--only lib,lib] [--runs 3] [--n 100000] [--phases p,p|kv|records|blobs] [--blob-n 2000] [--blob-mib 64] [--max-phase-seconds 30] [--timeout 1800] [--out dir] [--addon file.node] [--p2p] [--p2p-records 10000] [--p2p-writes 1000]')
       process.exit(0)
     } else throw new Error(`unknown option ${a}`)
+  }
+  if (o.only?.includes('p2p')) {
+    o.p2p = true
+    o.only = o.only.filter((x) => x !== 'p2p')
   }
   if (!(o.n >= 1 && o.n <= 999999)) throw new Error('--n must be 1..999999')
   if (!(o.runs >= 1)) throw new Error('--runs must be >= 1')
@@ -191,7 +202,7 @@ async function main() {
   }
   // Snapshot our package (JS + addon) so concurrent rebuilds in the repo cannot swap it mid-bench.
   let addon
-  if (libs.some((l) => l.ours)) {
+  if (libs.some((l) => l.ours) || opts.p2p) {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'persist-bench-pkg-'))
     process.on('exit', () => rmSync(dir, { recursive: true, force: true }))
     try {
@@ -204,6 +215,7 @@ async function main() {
       console.error(`bench: cannot snapshot the addon: ${e.message}`)
     }
   }
+  if (opts.p2p && libs.length === 0) return p2pOnly(opts, started, machine, addon)
   console.error(`bench: N=${opts.n}${runPhases.some((p) => BLOB_PHASES.includes(p)) ? `, blobs ${opts.blobN} x 1 KiB + ${opts.blobMib} MiB` : ''}, ${opts.runs} run(s), libraries ${libs.map((l) => `${l.id} (${l.phaseList.join(',')})`).join(', ')}`)
   const raw = Object.fromEntries(libs.map((l) => [l.id, []]))
   for (let run = 1; run <= opts.runs; run++) {
@@ -305,6 +317,8 @@ async function main() {
     console.log(table(['ratio', ...phaseCols.map((p) => p.label)], ratioRows))
   }
 
+  const p2p = opts.p2p ? await runP2p(opts) : undefined
+
   // write
   mkdirSync(opts.out, { recursive: true })
   const stamp = started.toISOString().replace(/[:]/g, '-').replace(/\..*/, '')
@@ -316,6 +330,7 @@ async function main() {
     results,
     ratios,
     raw,
+    ...(p2p ? { p2p } : {}),
   }
   writeFileSync(path.join(opts.out, 'latest.json'), JSON.stringify(json, null, 2) + '\n')
   writeFileSync(path.join(opts.out, `${stamp}.json`), JSON.stringify(json, null, 2) + '\n')
@@ -332,6 +347,21 @@ async function main() {
     writeFileSync(path.join(opts.out, `${stamp}.svg`), svg)
   }
   console.error(`\nwrote ${path.relative(process.cwd(), path.join(opts.out, 'latest.json'))}, latest.svg and ${stamp}.json`)
+}
+
+async function runP2p(opts) {
+  const p2p = await benchP2p({ records: opts.p2pRecords, partitionWrites: opts.p2pWrites, runs: opts.runs })
+  console.log(`\n## p2p, median of ${opts.runs} run(s)\n`)
+  console.log(p2pTable(p2p))
+  return p2p
+}
+
+async function p2pOnly(opts, started, machine, addon) {
+  const p2p = await runP2p(opts)
+  mkdirSync(opts.out, { recursive: true })
+  const file = path.join(opts.out, `${started.toISOString().replace(/[:]/g, '-').replace(/\..*/, '')}-p2p.json`)
+  writeFileSync(file, JSON.stringify({ date: started.toISOString(), machine, addon, p2p }, null, 2) + '\n')
+  console.error(`\nwrote ${path.relative(process.cwd(), file)}`)
 }
 
 main().catch((e) => {

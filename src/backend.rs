@@ -5,9 +5,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::error::Result;
+use crate::error::{PersistError, Result};
 use crate::model::*;
 use crate::query::{Filter, SortKey};
+
+/// A seq past the end of any stream, for reading the last event backwards (the largest integer
+/// JS numbers carry exactly, which every backend accepts).
+const LAST_SEQ: u64 = (1 << 53) - 1;
 
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
@@ -153,6 +157,35 @@ pub trait Backend: Send + Sync + 'static {
     /// Returns once the stream may hold events after `after_seq` (another process included), or
     /// after `timeout`. Callers read again either way.
     async fn ev_wait(&self, stream: String, after_seq: u64, timeout: Duration) -> Result<()>;
+    /// The next page of a subscription: the events after `cursor` (from the previous page), or,
+    /// without one, from seq `from` (None: only events appended from now on). Every event is
+    /// delivered once. The default follows seq order; a backend whose events can merge in
+    /// behind ones already delivered (p2p) overrides it.
+    async fn ev_follow_page(
+        &self,
+        stream: String,
+        from: Option<u64>,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<FollowPage> {
+        let next = match (cursor, from) {
+            (Some(c), _) => c.parse::<u64>().map_err(|_| {
+                PersistError::invalid_argument(format!("not a subscription cursor: {c:?}"))
+            })?,
+            (None, Some(from)) => from.max(1),
+            (None, None) => {
+                let last = self.ev_read_page(stream.clone(), LAST_SEQ, true, 1).await?;
+                last.first().map_or(1, |e| e.seq + 1)
+            }
+        };
+        let events = self.ev_read_page(stream, next, false, limit).await?;
+        let next = events.last().map_or(next, |e| e.seq + 1);
+        Ok(FollowPage {
+            events,
+            cursor: next.to_string(),
+            wait_after: next - 1,
+        })
+    }
 
     /// Flushes and releases files, connections and sockets. Called once.
     async fn close(&self) -> Result<()>;

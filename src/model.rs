@@ -85,6 +85,16 @@ pub struct StoredEvent {
     pub id: String,
 }
 
+/// A page of a subscription (`Backend::ev_follow_page`).
+#[derive(Debug, Clone, Default)]
+pub struct FollowPage {
+    pub events: Vec<StoredEvent>,
+    /// Where the next page starts (opaque to callers).
+    pub cursor: String,
+    /// When `events` is empty: the seq to pass to `ev_wait` before asking again.
+    pub wait_after: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BlobMeta {
     pub content_type: Option<String>,

@@ -613,6 +613,20 @@ impl Store {
             .await
     }
 
+    pub async fn ev_follow_page(
+        &self,
+        stream: String,
+        from: Option<u64>,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<FollowPage> {
+        let backend = self.open_backend()?;
+        validate::name("stream name", &stream)?;
+        backend
+            .ev_follow_page(stream, from, cursor, limit.clamp(1, MAX_PAGE))
+            .await
+    }
+
     pub async fn ev_wait(&self, stream: String, after_seq: u64, timeout: Duration) -> Result<()> {
         let backend = self.open_backend()?;
         validate::name("stream name", &stream)?;

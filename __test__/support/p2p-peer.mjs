@@ -1,14 +1,17 @@
 // A p2p peer in its own process, driven by the test over stdin/stdout (one JSON per line).
 // argv[2]: the store config (JSON). Requests: { id, code } where code is the source of an async
 // function of the store; replies: { id, ok: true, value } or { id, ok: false, error }.
-// Sync events arrive unasked as { event, peerId }.
-import { createStore } from "@cuitty/persist";
+// Sync events arrive unasked as { event, peerId, at } (`at`: epoch ms, sub-ms, this machine's
+// clock). PERSIST_BENCH_PKG (set by bench/run.mjs) loads the package from that snapshot.
 import { createInterface } from "node:readline";
+import { join } from "node:path";
 
+const { createStore } = await import(process.env.PERSIST_BENCH_PKG ? join(process.env.PERSIST_BENCH_PKG, "index.mjs") : "@cuitty/persist");
 const store = await createStore(JSON.parse(process.argv[2]));
 const send = (msg) => process.stdout.write(JSON.stringify(msg) + "\n");
-store.sync.on("peer", (peerId) => send({ event: "peer", peerId }));
-store.sync.on("synced", (peerId) => send({ event: "synced", peerId }));
+const now = () => performance.timeOrigin + performance.now();
+store.sync.on("peer", (peerId) => send({ event: "peer", peerId, at: now() }));
+store.sync.on("synced", (peerId) => send({ event: "synced", peerId, at: now() }));
 send({ ready: true, peerId: store.sync.peerId });
 const rl = createInterface({ input: process.stdin });
 rl.on("line", async (line) => {

@@ -577,6 +577,31 @@ impl NativeStore {
         Ok(json::strings(&page))
     }
 
+    /// A subscription's next page. JSON `{ events, cursor, waitAfter }`: `cursor` goes into the
+    /// next call; when `events` is empty, wait with `evWait(stream, waitAfter)` first. `from`:
+    /// the first seq (without a cursor), null for the end of the stream.
+    #[napi]
+    pub async fn ev_follow_page(
+        &self,
+        stream: String,
+        from: Option<f64>,
+        cursor: Option<String>,
+        limit: u32,
+    ) -> Result<String> {
+        let from = from.map(|f| whole("from", f)).transpose().js()?;
+        let page = self
+            .store
+            .ev_follow_page(stream, from, cursor, limit as usize)
+            .await
+            .js()?;
+        let mut out = String::from("{\"events\":");
+        out.push_str(&json::array(&page.events, json::event));
+        out.push_str(",\"cursor\":");
+        out.push_str(&serde_json::Value::String(page.cursor).to_string());
+        out.push_str(&format!(",\"waitAfter\":{}}}", page.wait_after));
+        Ok(out)
+    }
+
     #[napi]
     pub async fn ev_wait(&self, stream: String, after_seq: f64, timeout_ms: u32) -> Result<()> {
         let after = whole("seq", after_seq).js()?;
@@ -691,7 +716,7 @@ impl NativeStore {
         self.store.sync().map(|s| s.peer_id())
     }
 
-    /// JSON: `[{ peerId, addresses, connected }]`.
+    /// JSON: `[{ peerId, addresses, connected, bytesSent, bytesReceived }]`.
     #[napi]
     pub async fn sync_peers(&self) -> Result<String> {
         let sync = sync_of(&self.store).js()?;
@@ -699,7 +724,13 @@ impl NativeStore {
             .peers()
             .into_iter()
             .map(|p| {
-                serde_json::json!({ "peerId": p.peer_id, "addresses": p.addresses, "connected": p.connected })
+                serde_json::json!({
+                    "peerId": p.peer_id,
+                    "addresses": p.addresses,
+                    "connected": p.connected,
+                    "bytesSent": p.bytes_sent,
+                    "bytesReceived": p.bytes_received,
+                })
             })
             .collect();
         Ok(serde_json::Value::Array(list).to_string())

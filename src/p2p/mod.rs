@@ -9,7 +9,9 @@
 //! - events: `append` adds to this peer's own log; `seq` is the position in the merged order
 //!   (ts, peer, index) of the events this peer has. Appends made while apart are ordered by their
 //!   Lamport timestamps once the peers meet, so a peer's `seq` numbers are final only for events
-//!   every peer has seen; `expectedSeq` compares with the local merged stream.
+//!   every peer has seen; `expectedSeq` compares with the local merged stream. Subscriptions
+//!   follow arrival order (`ev_follow_page`), so events merged in behind ones already delivered
+//!   are still delivered, once.
 //! - blobs: metadata syncs with the documents; chunk bodies are content-addressed files fetched
 //!   from peers on first read.
 
@@ -589,17 +591,7 @@ impl Backend for P2pBackend {
         let Some(list) = rep.events.get(&stream) else {
             return Ok(Vec::new());
         };
-        let to_stored = |i: usize| {
-            let e = &list[i];
-            StoredEvent {
-                stream: stream.clone(),
-                seq: i as u64 + 1,
-                kind: e.kind.clone(),
-                data: e.data.clone(),
-                time: e.time.clone(),
-                id: e.id.clone(),
-            }
-        };
+        let to_stored = |i: usize| stored_event(&stream, list, i);
         let n = list.len() as u64;
         if reverse {
             if from == 0 {
@@ -638,6 +630,82 @@ impl Backend for P2pBackend {
         Ok(names.into_iter().take(limit).cloned().collect())
     }
 
+    /// Subscriptions follow arrival order, not seq: events merged in from a peer may sort
+    /// before events already delivered (an earlier Lamport position), and are still delivered,
+    /// once. Two phases: the events present when the subscription started, from seq `from` in
+    /// merged order; then every event in the order it reached this replica.
+    async fn ev_follow_page(
+        &self,
+        stream: String,
+        from: Option<u64>,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<FollowPage> {
+        let rep = self.shared.lock()?;
+        let empty = Vec::new();
+        let list = rep.events.get(&stream).unwrap_or(&empty);
+        let arrived = rep.arrivals.get(&stream).map_or(0, |a| a.len() as u64);
+        let mut next = match cursor {
+            Some(c) => Follow::parse(&c)?,
+            None => match from.map(|f| f.max(1) as usize - 1) {
+                Some(start) if start < list.len() => Follow::CatchUp {
+                    upto: arrived,
+                    after: start.checked_sub(1).map(|i| list[i].owned_key()),
+                },
+                _ => Follow::Live { done: arrived },
+            },
+        };
+        let mut events = Vec::new();
+        if let Follow::CatchUp { upto, after } = next {
+            let start = after.as_ref().map_or(0, |(ts, peer, idx)| {
+                list.partition_point(|e| {
+                    (e.ts, e.peer.as_str(), e.idx) <= (*ts, peer.as_str(), *idx)
+                })
+            });
+            // Events that arrived after the subscription started wait for the live phase.
+            let mut more = false;
+            let mut last = after;
+            for (i, ev) in list.iter().enumerate().skip(start) {
+                if ev.arr > upto {
+                    continue;
+                }
+                if events.len() == limit {
+                    more = true;
+                    break;
+                }
+                events.push(stored_event(&stream, list, i));
+                last = Some(ev.owned_key());
+            }
+            next = if more {
+                Follow::CatchUp { upto, after: last }
+            } else {
+                Follow::Live { done: upto }
+            };
+        }
+        if let Follow::Live { done } = next {
+            let keys = rep.arrivals.get(&stream).map_or(&[][..], |a| a.as_slice());
+            let mut done = done;
+            for key in keys.iter().skip(done as usize) {
+                if events.len() == limit {
+                    break;
+                }
+                done += 1;
+                let at = list.binary_search_by(|e| {
+                    (e.ts, e.peer.as_str(), e.idx).cmp(&(key.0, key.1.as_str(), key.2))
+                });
+                if let Ok(i) = at {
+                    events.push(stored_event(&stream, list, i));
+                }
+            }
+            next = Follow::Live { done };
+        }
+        Ok(FollowPage {
+            events,
+            cursor: next.encode(),
+            wait_after: list.len() as u64,
+        })
+    }
+
     async fn ev_wait(&self, stream: String, after_seq: u64, timeout: Duration) -> Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut changed = self.shared.changed.subscribe();
@@ -669,6 +737,62 @@ impl Backend for P2pBackend {
         self.shared.closed.store(true, Ordering::SeqCst);
         self.shared.bump();
         Ok(())
+    }
+}
+
+fn stored_event(stream: &str, list: &[replica::Ev], i: usize) -> StoredEvent {
+    let e = &list[i];
+    StoredEvent {
+        stream: stream.to_string(),
+        seq: i as u64 + 1,
+        kind: e.kind.clone(),
+        data: e.data.clone(),
+        time: e.time.clone(),
+        id: e.id.clone(),
+    }
+}
+
+/// Where a p2p subscription stands (its cursor, encoded as text for the caller to hand back).
+#[derive(Clone, Debug, PartialEq)]
+enum Follow {
+    /// Catching up, in merged order, on the events that had arrived when it started
+    /// (`arr <= upto`): those after the event `after` (None: from the stream's start).
+    CatchUp {
+        upto: u64,
+        after: Option<replica::EvKey>,
+    },
+    /// Live: the first `done` arrivals are delivered.
+    Live { done: u64 },
+}
+
+impl Follow {
+    fn encode(&self) -> String {
+        match self {
+            Follow::CatchUp { upto, after: None } => format!("c {upto}"),
+            Follow::CatchUp {
+                upto,
+                after: Some((ts, peer, idx)),
+            } => format!("c {upto} {ts} {idx} {peer}"),
+            Follow::Live { done } => format!("l {done}"),
+        }
+    }
+
+    fn parse(text: &str) -> Result<Follow> {
+        let bad = || PersistError::invalid_argument(format!("not a subscription cursor: {text:?}"));
+        let num = |s: &str| s.parse::<u64>().map_err(|_| bad());
+        let parts: Vec<&str> = text.splitn(5, ' ').collect();
+        match parts.as_slice() {
+            ["l", done] => Ok(Follow::Live { done: num(done)? }),
+            ["c", upto] => Ok(Follow::CatchUp {
+                upto: num(upto)?,
+                after: None,
+            }),
+            ["c", upto, ts, idx, peer] => Ok(Follow::CatchUp {
+                upto: num(upto)?,
+                after: Some((ts.parse().map_err(|_| bad())?, peer.to_string(), num(idx)?)),
+            }),
+            _ => Err(bad()),
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! The network side of a p2p store: the peer identity, and `store.sync`.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -51,6 +51,11 @@ pub struct PeerInfo {
     pub peer_id: String,
     pub addresses: Vec<String>,
     pub connected: bool,
+    /// Bytes of the sync protocol (document sync messages and blob chunks, with the codec's
+    /// framing; not noise/yamux/TCP overhead) sent to and received from this peer since the
+    /// store opened.
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
 }
 
 /// `store.sync`: the network state of a p2p store.
@@ -73,12 +78,21 @@ pub struct NetState {
     pub(super) peers: Mutex<Vec<PeerInfo>>,
     pub(super) synced: Mutex<std::collections::HashSet<String>>,
     pub(super) events: Mutex<VecDeque<SyncEvent>>,
+    /// Sync protocol bytes per peer id: (sent, received).
+    pub(super) traffic: Mutex<HashMap<String, (u64, u64)>>,
     pub(super) wake: tokio::sync::watch::Sender<u64>,
 }
 
 impl NetState {
     pub(super) fn bump(&self) {
         self.wake.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    pub(super) fn count_traffic(&self, peer: String, sent: u64, received: u64) {
+        let mut t = self.traffic.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = t.entry(peer).or_default();
+        entry.0 += sent;
+        entry.1 += received;
     }
 
     pub(super) fn push(&self, ev: SyncEvent) {
@@ -106,7 +120,15 @@ impl SyncHandle for NetState {
     }
 
     fn peers(&self) -> Vec<PeerInfo> {
-        self.peers.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        let mut list = self.peers.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let traffic = self.traffic.lock().unwrap_or_else(|e| e.into_inner());
+        for p in &mut list {
+            if let Some((sent, received)) = traffic.get(&p.peer_id) {
+                p.bytes_sent = *sent;
+                p.bytes_received = *received;
+            }
+        }
+        list
     }
 
     async fn wait_for(&self, peers: usize, timeout: Duration) -> Result<()> {

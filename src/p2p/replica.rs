@@ -23,7 +23,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use automerge::transaction::Transactable;
-use automerge::{AutoCommit, ObjType, ReadDoc, Value as AmValue, ROOT};
+use automerge::{AutoCommit, ObjType, ReadDoc, ScalarValueRef, Value as AmValue, ValueRef, ROOT};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -93,15 +93,25 @@ pub struct Ev {
     pub ts: i64,
     pub peer: String,
     pub idx: u64,
+    /// When this event reached this replica: its 1-based position in `Replica::arrivals`.
+    pub arr: u64,
     pub id: String,
     pub kind: String,
     pub data: String,
     pub time: String,
 }
 
+/// An event's place in the merged order of its stream: (Lamport ts, peer, index in the peer's
+/// log). It never changes, unlike `seq`, which moves when earlier events merge in.
+pub type EvKey = (i64, String, u64);
+
 impl Ev {
     fn key(&self) -> (i64, &str, u64) {
         (self.ts, &self.peer, self.idx)
+    }
+
+    pub fn owned_key(&self) -> EvKey {
+        (self.ts, self.peer.clone(), self.idx)
     }
 }
 
@@ -135,6 +145,10 @@ pub struct Replica {
     pub recs: HashMap<String, BTreeMap<String, Rec>>,
     pub blobs: BTreeMap<String, BlobRec>,
     pub events: HashMap<String, Vec<Ev>>,
+    /// Per stream, the keys of its events in the order they reached this replica (own appends
+    /// and merges from peers; at open, the merged order). Subscriptions follow it, so an event
+    /// merged in behind a subscriber's position is still delivered, once.
+    pub arrivals: HashMap<String, Vec<EvKey>>,
     /// Documents changed since the network layer last looked.
     pub changed: HashSet<String>,
 }
@@ -163,6 +177,14 @@ fn str_of(v: Option<(AmValue<'_>, automerge::ObjId)>) -> Option<String> {
     }
 }
 
+/// The text of a string leaf met while iterating a map (`map_range`).
+fn item_str<'a>(v: &'a ValueRef<'_>) -> Option<&'a str> {
+    match v {
+        ValueRef::Scalar(ScalarValueRef::Str(s)) => Some(s),
+        _ => None,
+    }
+}
+
 fn obj_of(v: Option<(AmValue<'_>, automerge::ObjId)>) -> Option<automerge::ObjId> {
     match v {
         Some((AmValue::Object(_), id)) => Some(id),
@@ -185,6 +207,7 @@ impl Replica {
             recs: HashMap::new(),
             blobs: BTreeMap::new(),
             events: HashMap::new(),
+            arrivals: HashMap::new(),
             changed: HashSet::new(),
         };
         for entry in fs::read_dir(&docs_dir).map_err(|e| io_err("reading the replica", e))? {
@@ -286,15 +309,18 @@ impl Replica {
         let Some(doc) = self.docs.get(name) else {
             return Ok(());
         };
+        // One pass over each map (`map_range`) rather than a lookup per key: a rebuild follows
+        // every sync message that changed the document, and lookups dominated initial syncs.
         if name == KV_DOC {
             let mut kv = BTreeMap::new();
-            for key in doc.keys(ROOT) {
-                let Some(s) = str_of(doc.get(ROOT, key.as_str()).map_err(am_err)?) else {
+            for item in doc.map_range(ROOT, ..) {
+                let Some(s) = item_str(&item.value) else {
                     continue;
                 };
-                let Ok(cell) = serde_json::from_str::<KvCell>(&s) else {
+                let Ok(cell) = serde_json::from_str::<KvCell>(s) else {
                     continue;
                 };
+                let key = item.key.into_owned();
                 kv.insert(
                     key.clone(),
                     KvEntry {
@@ -338,6 +364,7 @@ impl Replica {
                         ts: cell.ts,
                         peer: peer.to_string(),
                         idx: idx as u64,
+                        arr: 0,
                         id: cell.id,
                         kind: cell.t,
                         data: cell.d.get().to_string(),
@@ -345,17 +372,50 @@ impl Replica {
                     });
                 }
             }
-            for list in events.values_mut() {
+            for (stream, list) in events.iter_mut() {
                 list.sort_by(|a, b| a.key().cmp(&b.key()));
+                // Events seen before keep their arrival; new ones arrive now, in merged order.
+                let arrivals = self.arrivals.entry(stream.clone()).or_default();
+                let known: HashMap<&EvKey, u64> = arrivals
+                    .iter()
+                    .enumerate()
+                    .map(|(i, k)| (k, i as u64 + 1))
+                    .collect();
+                let mut fresh = Vec::new();
+                for ev in list.iter_mut() {
+                    match known.get(&ev.owned_key()) {
+                        Some(&arr) => ev.arr = arr,
+                        None => fresh.push(ev),
+                    }
+                }
+                let mut next = arrivals.len() as u64;
+                let fresh: Vec<EvKey> = fresh
+                    .into_iter()
+                    .map(|ev| {
+                        next += 1;
+                        ev.arr = next;
+                        ev.owned_key()
+                    })
+                    .collect();
+                arrivals.extend(fresh);
             }
             self.events = events;
         } else if let Some(coll) = name.strip_prefix(RECORDS_PREFIX) {
             let mut recs = BTreeMap::new();
-            for id in doc.keys(ROOT) {
-                let Some(obj) = obj_of(doc.get(ROOT, id.as_str()).map_err(am_err)?) else {
+            for item in doc.map_range(ROOT, ..) {
+                if !matches!(item.value, ValueRef::Object(ObjType::Map)) {
                     continue;
-                };
-                let Some(meta) = str_of(doc.get(&obj, "m").map_err(am_err)?) else {
+                }
+                let obj = item.id();
+                let (mut meta, mut fields) = (None, None);
+                for part in doc.map_range(&obj, ..) {
+                    match (part.key.as_ref(), &part.value) {
+                        ("m", v) => meta = item_str(v).map(str::to_string),
+                        ("d", ValueRef::Object(ObjType::Map)) => fields = Some(part.id()),
+                        _ => {}
+                    }
+                }
+                let Some(meta) = meta else {
                     continue;
                 };
                 let Ok((version, created, updated)) =
@@ -364,11 +424,11 @@ impl Replica {
                     continue;
                 };
                 let mut data = serde_json::Map::new();
-                if let Some(d) = obj_of(doc.get(&obj, "d").map_err(am_err)?) {
-                    for field in doc.keys(&d) {
-                        if let Some(s) = str_of(doc.get(&d, field.as_str()).map_err(am_err)?) {
-                            if let Ok(v) = serde_json::from_str::<Value>(&s) {
-                                data.insert(field, v);
+                if let Some(d) = fields {
+                    for field in doc.map_range(&d, ..) {
+                        if let Some(s) = item_str(&field.value) {
+                            if let Ok(v) = serde_json::from_str::<Value>(s) {
+                                data.insert(field.key.into_owned(), v);
                             }
                         }
                     }
@@ -376,7 +436,7 @@ impl Replica {
                 let data = Value::Object(data);
                 let json = serde_json::to_string(&data).map_err(am_err)?;
                 recs.insert(
-                    id,
+                    item.key.into_owned(),
                     Rec {
                         version,
                         created,
@@ -530,6 +590,7 @@ impl Replica {
         };
         let idx0 = doc.length(&obj);
         let time = crate::clock::iso8601(now);
+        let mut added = Vec::with_capacity(events.len());
         for (i, ev) in events.into_iter().enumerate() {
             let (idx, ts) = (idx0 + i, ts0 + i as i64);
             let id = crate::clock::new_id();
@@ -539,16 +600,75 @@ impl Replica {
                 ev.data
             );
             doc.insert(&obj, idx, cell).map_err(am_err)?;
-            list.push(Ev {
+            added.push(Ev {
                 ts,
                 peer: self.peer.clone(),
                 idx: idx as u64,
+                arr: 0,
                 id,
                 kind: ev.kind,
                 data: ev.data,
                 time: time.clone(),
             });
         }
+        // Only once every insert succeeded: a failed append leaves no arrival behind.
+        let arrivals = self.arrivals.entry(stream.to_string()).or_default();
+        for mut ev in added {
+            arrivals.push(ev.owned_key());
+            ev.arr = arrivals.len() as u64;
+            list.push(ev);
+        }
         Ok(list.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: &str) -> NewEvent {
+        NewEvent {
+            kind: kind.to_string(),
+            data: "null".to_string(),
+        }
+    }
+
+    fn kinds_and_arrivals(rep: &Replica) -> Vec<(String, u64)> {
+        rep.events["s"]
+            .iter()
+            .map(|e| (e.kind.clone(), e.arr))
+            .collect()
+    }
+
+    #[test]
+    fn events_merged_in_behind_arrive_after_the_ones_already_here() {
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut a = Replica::open(dir_a.path(), "peer-a".to_string()).unwrap();
+        let mut b = Replica::open(dir_b.path(), "peer-b".to_string()).unwrap();
+        // a's events carry earlier timestamps: once merged they sort before b's.
+        a.ev_append("s", vec![event("a1"), event("a2")], 1_000)
+            .unwrap();
+        b.ev_append("s", vec![event("b1")], 2_000).unwrap();
+        a.persist(EVENTS_DOC).unwrap();
+        b.persist(EVENTS_DOC).unwrap();
+        let mut from_a = a.docs[EVENTS_DOC].clone();
+        b.doc_mut(EVENTS_DOC).merge(&mut from_a).unwrap();
+        b.rebuild(EVENTS_DOC).unwrap();
+        let expected = vec![
+            ("a1".to_string(), 2),
+            ("a2".to_string(), 3),
+            ("b1".to_string(), 1),
+        ];
+        assert_eq!(kinds_and_arrivals(&b), expected);
+        // A rebuild with nothing new keeps every arrival.
+        b.rebuild(EVENTS_DOC).unwrap();
+        assert_eq!(kinds_and_arrivals(&b), expected);
+        assert_eq!(b.arrivals["s"].len(), 3);
+        // Reopened, a replica's arrivals start over in merged order.
+        b.persist(EVENTS_DOC).unwrap();
+        drop(b);
+        let b = Replica::open(dir_b.path(), "peer-b".to_string()).unwrap();
+        let reopened: Vec<u64> = b.events["s"].iter().map(|e| e.arr).collect();
+        assert_eq!(reopened, vec![1, 2, 3]);
     }
 }

@@ -9,6 +9,13 @@
 //! request per peer (never two in flight to one peer). A peer is "synced" when a round ends with
 //! nothing left to send either way.
 //!
+//! Dead peers: every connection is pinged every second and closed when libp2p's ping handler
+//! reports a failure. It lets the first failure pass (a 3 s pong timeout) and reports the
+//! second (opening the next ping stream times out after 10 s), so a peer whose process or link
+//! died without closing its TCP connections drops out of `peers()` about 15 s later (measured:
+//! 15 s). A peer that exits, even by SIGKILL, closes its sockets: it drops out at once. mDNS
+//! peers not connected are dialed again every 2 s, so a healed partition reconnects by itself.
+//!
 //! Wide-area use: Kademlia needs `bootstrap` peers reachable from every peer (public addresses);
 //! peers behind NAT need relays/hole punching (autonat, relay, dcutr), which this build does not
 //! include: peers must be able to dial each other directly.
@@ -25,7 +32,9 @@ use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::{behaviour::toggle::Toggle, dial_opts::DialOpts, NetworkBehaviour, SwarmEvent};
-use libp2p::{identify, kad, mdns, noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
+use libp2p::{
+    identify, kad, mdns, noise, ping, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm,
+};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
@@ -40,6 +49,11 @@ const KAD_PROTOCOL: &str = "/cuitty/kad/1.0.0";
 const COALESCE: Duration = Duration::from_millis(15);
 /// The largest frame the codec accepts.
 const MAX_FRAME: usize = 256 << 20;
+/// Bytes the codec adds to each message (its length prefix).
+const FRAME_HEADER: u64 = 4;
+/// Ping every connection this often; an unanswered ping fails after `PING_TIMEOUT`.
+const PING_INTERVAL: Duration = Duration::from_secs(1);
+const PING_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Clone, Default)]
 pub struct Codec;
@@ -152,6 +166,7 @@ fn decode_sync(mut data: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
 #[derive(NetworkBehaviour)]
 struct Behaviour {
     identify: identify::Behaviour,
+    ping: ping::Behaviour,
     rr: request_response::Behaviour<Codec>,
     mdns: Toggle<mdns::tokio::Behaviour>,
     kad: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
@@ -185,6 +200,7 @@ impl Net {
             peers: Mutex::new(Vec::new()),
             synced: Mutex::new(Default::default()),
             events: Mutex::new(Default::default()),
+            traffic: Mutex::new(Default::default()),
             wake: tokio::sync::watch::channel(0).0,
         });
         let topic_version = format!("/cuitty/persist/{}", cfg.topic);
@@ -228,8 +244,14 @@ impl Net {
                     k.set_mode(Some(kad::Mode::Server));
                     Some(k)
                 };
+                let ping = ping::Behaviour::new(
+                    ping::Config::new()
+                        .with_interval(PING_INTERVAL)
+                        .with_timeout(PING_TIMEOUT),
+                );
                 Ok(Behaviour {
                     identify,
+                    ping,
                     rr,
                     mdns: Toggle::from(mdns),
                     kad: Toggle::from(kad),
@@ -283,6 +305,7 @@ impl Net {
             again: HashSet::new(),
             queued: HashMap::new(),
             addresses: HashMap::new(),
+            foreign: HashSet::new(),
             chunk_waits: HashMap::new(),
         };
         for (peer, ma) in bootstrap {
@@ -376,6 +399,8 @@ struct Task {
     /// Requests from peers whose topic is not verified yet.
     queued: HashMap<PeerId, Vec<Queued>>,
     addresses: HashMap<PeerId, HashSet<Multiaddr>>,
+    /// Peers of another topic: never dialed again.
+    foreign: HashSet<PeerId>,
     chunk_waits: HashMap<OutboundRequestId, ChunkWait>,
 }
 
@@ -408,7 +433,9 @@ impl Task {
                     for p in peers { self.round(p, false); }
                 }
                 _ = lookup.tick() => {
-                    if !self.use_mdns {
+                    if self.use_mdns {
+                        self.redial_mdns_peers();
+                    } else {
                         lookups += 1;
                         // Every 2 s for the first half minute, then every 20 s.
                         if lookups <= 15 || lookups.is_multiple_of(10) {
@@ -445,6 +472,8 @@ impl Task {
                 peer_id: id,
                 addresses: addrs,
                 connected,
+                bytes_sent: 0,
+                bytes_received: 0,
             }),
         }
         drop(list);
@@ -456,6 +485,33 @@ impl Task {
                 .remove(&peer.to_string());
         }
         self.state.bump();
+    }
+
+    /// Forgets a peer's connection state (its connection closed or stopped answering).
+    fn drop_peer(&mut self, peer: PeerId) {
+        self.dialer.remove(&peer);
+        self.queued.remove(&peer);
+        self.inflight.remove(&peer);
+        self.again.remove(&peer);
+        self.states.retain(|(p, _), _| *p != peer);
+        if self.verified.remove(&peer) {
+            self.set_peer(peer, false);
+        }
+    }
+
+    /// Dials the mDNS peers (of unknown or our topic) that are not connected. One side dials:
+    /// the smaller peer id. mDNS reports a peer once while its record lives, so this also runs
+    /// on a timer to reconnect after a partition heals.
+    fn redial_mdns_peers(&mut self) {
+        let Some(mdns) = self.swarm.behaviour().mdns.as_ref() else {
+            return;
+        };
+        let peers: HashSet<PeerId> = mdns.discovered_nodes().copied().collect();
+        for peer in peers {
+            if self.me < peer && !self.foreign.contains(&peer) {
+                self.dial(peer);
+            }
+        }
     }
 
     fn dial(&mut self, peer: PeerId) {
@@ -498,22 +554,14 @@ impl Task {
                 peer_id,
                 num_established: 0,
                 ..
-            } => {
-                self.dialer.remove(&peer_id);
-                self.queued.remove(&peer_id);
-                self.inflight.remove(&peer_id);
-                self.again.remove(&peer_id);
-                self.states.retain(|(p, _), _| *p != peer_id);
-                if self.verified.remove(&peer_id) {
-                    self.set_peer(peer_id, false);
-                }
-            }
+            } => self.drop_peer(peer_id),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
                 info,
                 ..
             })) => {
                 if info.protocol_version != self.topic_version {
+                    self.foreign.insert(peer_id);
                     let _ = self.swarm.disconnect_peer_id(peer_id);
                     return;
                 }
@@ -539,13 +587,16 @@ impl Task {
                 for (peer, addr) in list {
                     self.addresses.entry(peer).or_default().insert(addr);
                 }
-                let peers: HashSet<PeerId> = self.addresses.keys().copied().collect();
-                for peer in peers {
-                    // One side dials: the smaller peer id.
-                    if self.me < peer {
-                        self.dial(peer);
-                    }
-                }
+                self.redial_mdns_peers();
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                connection,
+                result: Err(_),
+                ..
+            })) => {
+                // The connection stopped answering (a dead process or link, no FIN seen): its
+                // ConnectionClosed then drops the peer.
+                let _ = self.swarm.close_connection(connection);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(ev)) => self.on_kad(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Rr(ev)) => self.on_rr(ev),
@@ -600,11 +651,7 @@ impl Task {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&peer.to_string());
-        let id = self
-            .swarm
-            .behaviour_mut()
-            .rr
-            .send_request(&peer, encode_sync(&msgs));
+        let id = self.send_request(peer, encode_sync(&msgs));
         self.inflight.insert(peer, (id, carried));
     }
 
@@ -660,11 +707,7 @@ impl Task {
                 if reply.is_empty() && !self.inflight.contains_key(&peer) {
                     self.mark_synced(peer);
                 }
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .rr
-                    .send_response(ch, encode_sync(&reply));
+                self.send_response(peer, ch, encode_sync(&reply));
             }
             Some(&TAG_CHUNK) => {
                 let hash = String::from_utf8_lossy(&req[1..]).to_string();
@@ -687,7 +730,7 @@ impl Task {
                     }
                     None => vec![TAG_MISSING],
                 };
-                let _ = self.swarm.behaviour_mut().rr.send_response(ch, res);
+                self.send_response(peer, ch, res);
             }
             _ => {}
         }
@@ -718,8 +761,20 @@ impl Task {
         };
         let mut req = vec![TAG_CHUNK];
         req.extend_from_slice(hash.as_bytes());
-        let id = self.swarm.behaviour_mut().rr.send_request(&peer, req);
+        let id = self.send_request(peer, req);
         self.chunk_waits.insert(id, (hash, peers, reply));
+    }
+
+    fn send_request(&mut self, peer: PeerId, req: Vec<u8>) -> OutboundRequestId {
+        self.state
+            .count_traffic(peer.to_string(), req.len() as u64 + FRAME_HEADER, 0);
+        self.swarm.behaviour_mut().rr.send_request(&peer, req)
+    }
+
+    fn send_response(&mut self, peer: PeerId, ch: ResponseChannel<Vec<u8>>, res: Vec<u8>) {
+        self.state
+            .count_traffic(peer.to_string(), res.len() as u64 + FRAME_HEADER, 0);
+        let _ = self.swarm.behaviour_mut().rr.send_response(ch, res);
     }
 
     fn on_rr(&mut self, ev: request_response::Event<Vec<u8>, Vec<u8>>) {
@@ -733,6 +788,8 @@ impl Task {
                     },
                 ..
             } => {
+                let len = request.len() as u64 + FRAME_HEADER;
+                self.state.count_traffic(peer.to_string(), 0, len);
                 if self.verified.contains(&peer) {
                     self.on_request(peer, request, channel);
                 } else {
@@ -751,6 +808,8 @@ impl Task {
                     },
                 ..
             } => {
+                let len = response.len() as u64 + FRAME_HEADER;
+                self.state.count_traffic(peer.to_string(), 0, len);
                 if let Some((hash, peers, reply)) = self.chunk_waits.remove(&request_id) {
                     if response.first() == Some(&TAG_CHUNK) {
                         let _ = reply.send(Some(response[1..].to_vec()));

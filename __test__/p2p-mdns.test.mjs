@@ -1,0 +1,182 @@
+// Real peers in separate processes, each in its own network namespace on a private bridge
+// (support/netns.mjs), finding each other by mDNS. Partitions take a peer's bridge port down.
+// The namespaces hold only lo and one veth (checked before any peer starts: the test fails,
+// never skips, if a namespace sees another interface). Needs root.
+import { describe, it, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { startPeer, until } from "./support/p2p-procs.mjs";
+import { Lan } from "./support/netns.mjs";
+
+const dir = mkdtempSync(join(tmpdir(), "persist-p2p-mdns-"));
+const lan = new Lan("mdns", 5);
+const running = new Set();
+
+before(() => lan.create());
+after(async () => {
+  await Promise.all([...running].map((p) => p.kill()));
+  lan.destroy();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** Starts peer `i` (namespace i) of `topic`, its replica under `<dir>/<topic>-<i>`. */
+async function peer(i, topic) {
+  const config = { name: `p${i}`, adapter: "p2p", path: join(dir, `${topic}-${i}`), discovery: { method: "mdns", topic } };
+  const p = await startPeer(config, { netns: lan.ns(i) });
+  running.add(p);
+  p.proc.once("exit", () => running.delete(p));
+  return p;
+}
+
+const state = (p) => p.run(async (s) => {
+  const ev = [];
+  for await (const e of s.events.read("log")) ev.push(`${e.seq}:${e.type}:${e.id}`);
+  const kv = {};
+  for await (const e of s.kv.list({ prefix: "" })) kv[e.key] = e.value;
+  const data = (await s.records.collection("notes").get("n1"))?.data ?? null;
+  // Field order is not part of convergence: the writer reads its fields in the order it wrote
+  // them, other peers in the order of the merged document.
+  const rec = data && Object.fromEntries(Object.entries(data).sort(([x], [y]) => (x < y ? -1 : 1)));
+  return { rec, kv, ev };
+});
+const same = async (peers) => {
+  const all = (await Promise.all(peers.map(state))).map((s) => JSON.stringify(s));
+  return all.every((s) => s === all[0]);
+};
+const connectedTo = (p) => p.run(async (s) => (await s.sync.peers()).filter((x) => x.connected).map((x) => x.peerId).sort());
+
+describe("p2p over mDNS in network namespaces", () => {
+  it("three peers find each other and converge: records per field, kv, events in one order on every peer", async () => {
+    const [a, b, c] = await Promise.all([peer(1, "three"), peer(2, "three"), peer(3, "three")]);
+    await Promise.all([a, b, c].map((p) => p.run(async (s) => s.sync.waitFor({ peers: 2, timeoutMs: 30000 }))));
+    for (const [p, others] of [[a, [b, c]], [b, [a, c]], [c, [a, b]]]) {
+      assert.deepEqual(await connectedTo(p), others.map((o) => o.peerId).sort());
+    }
+    await a.run(async (s) => s.records.collection("notes").put("n1", { title: "t", body: "b", tag: "x" }));
+    await until(async () => (await state(c)).rec?.tag === "x", 20000, "the record on peer 3");
+    await Promise.all([
+      a.run(async (s) => s.records.collection("notes").update("n1", { title: "A" })),
+      b.run(async (s) => s.records.collection("notes").update("n1", { body: "B" })),
+      c.run(async (s) => s.records.collection("notes").update("n1", { tag: "C" })),
+      a.run(async (s) => s.kv.set("k", "from 1")), b.run(async (s) => s.kv.set("k", "from 2")), c.run(async (s) => s.kv.set("only3", 3)),
+      a.run(async (s) => s.events.append("log", [{ type: "a1" }, { type: "a2" }])),
+      b.run(async (s) => s.events.append("log", { type: "b1" })),
+      c.run(async (s) => s.events.append("log", [{ type: "c1" }, { type: "c2" }, { type: "c3" }])),
+    ]);
+    await until(async () => (await state(a)).ev.length === 6 && await same([a, b, c]), 30000, "convergence of three peers");
+    const s = await state(b);
+    assert.deepEqual(s.rec, { title: "A", body: "B", tag: "C" });
+    assert.ok(["from 1", "from 2"].includes(s.kv.k));
+    assert.equal(s.kv.only3, 3);
+    assert.deepEqual(s.ev.map((e) => e.split(":")[0]), ["1", "2", "3", "4", "5", "6"]);
+    const traffic = await a.run(async (s) => (await s.sync.peers()).map((p) => [p.bytesSent, p.bytesReceived]));
+    assert.ok(traffic.every(([sent, received]) => sent > 0 && received > 0), `sync bytes counted per peer: ${JSON.stringify(traffic)}`);
+    await Promise.all([a.stop(), b.stop(), c.stop()]);
+  });
+
+  it("peers of another topic on the same LAN are discovered, dropped and never synced with", async () => {
+    // 4 and 5 (topic "other") discover each other through the same mDNS queries and answers that
+    // reach 1 and 2 (one bridge, one service name): each side sees the other topic, connects,
+    // and drops it after identify.
+    const [a, b, x, y] = await Promise.all([peer(1, "mine"), peer(2, "mine"), peer(4, "other"), peer(5, "other")]);
+    await Promise.all([a, b, x, y].map((p) => p.run(async (s) => s.sync.waitFor({ peers: 1, timeoutMs: 30000 }))));
+    await a.run(async (s) => s.kv.set("secret", "mine"));
+    await x.run(async (s) => s.kv.set("theirs", "other"));
+    await until(async () => (await b.run(async (s) => s.kv.get("secret"))) === "mine", 20000, "sync within topic mine");
+    await until(async () => (await y.run(async (s) => s.kv.get("theirs"))) === "other", 20000, "sync within topic other");
+    // A few rounds of mDNS queries (every second) and redials (every 2 s) later, still apart.
+    await new Promise((r) => setTimeout(r, 4000));
+    assert.deepEqual(await connectedTo(a), [b.peerId]);
+    assert.deepEqual(await connectedTo(x), [y.peerId]);
+    for (const p of [a, b]) {
+      const known = await p.run(async (s) => (await s.sync.peers()).map((q) => q.peerId));
+      assert.ok(!known.includes(x.peerId) && !known.includes(y.peerId), "a foreign peer is never listed");
+    }
+    assert.deepEqual(await x.run(async (s) => [await s.kv.get("secret"), await s.kv.get("theirs")]), [null, "other"]);
+    assert.deepEqual(await b.run(async (s) => [await s.kv.get("secret"), await s.kv.get("theirs")]), ["mine", null]);
+    await Promise.all([a.stop(), b.stop(), x.stop(), y.stop()]);
+  });
+
+  it("a partition (peer 3's link down) with writes on both sides: the dead link is detected, then the healed mesh converges", async () => {
+    const [a, b, c] = await Promise.all([peer(1, "part"), peer(2, "part"), peer(3, "part")]);
+    await Promise.all([a, b, c].map((p) => p.run(async (s) => s.sync.waitFor({ peers: 2, timeoutMs: 30000 }))));
+    await a.run(async (s) => { await s.records.collection("notes").put("n1", { title: "t", body: "b" }); await s.events.append("log", { type: "before" }); });
+    await until(async () => await same([a, b, c]) && (await state(c)).ev.length === 1, 20000, "sync before the partition");
+
+    lan.down(3);
+    // No FIN crosses a dead link: only the ping timeout can tell the peers apart.
+    await until(async () => (await connectedTo(a)).length === 1, 60000, "peer 1 dropping peer 3");
+    assert.deepEqual(await connectedTo(a), [b.peerId]);
+    await until(async () => (await connectedTo(c)).length === 0, 60000, "peer 3 dropping peers 1 and 2");
+
+    await a.run(async (s) => { await s.records.collection("notes").update("n1", { title: "majority" }); await s.kv.set("k", "a"); await s.events.append("log", [{ type: "a1" }, { type: "a2" }]); });
+    await b.run(async (s) => s.events.append("log", { type: "b1" }));
+    await c.run(async (s) => { await s.records.collection("notes").update("n1", { body: "minority" }); await s.kv.set("k3", "c"); await s.events.append("log", [{ type: "c1" }, { type: "c2" }]); });
+    await until(async () => (await state(b)).ev.length === 4 && await same([a, b]), 20000, "peers 1 and 2 converging while 3 is cut off");
+    const cut = await state(c);
+    assert.equal(cut.ev.length, 3, "peer 3 sees only its own writes while apart");
+    assert.deepEqual(cut.rec, { title: "t", body: "minority" });
+
+    lan.up(3);
+    await until(async () => (await state(a)).ev.length === 6 && await same([a, b, c]), 60000, "convergence after the partition heals");
+    const s = await state(c);
+    assert.deepEqual(s.rec, { title: "majority", body: "minority" });
+    assert.deepEqual([s.kv.k, s.kv.k3], ["a", "c"]);
+    assert.deepEqual(s.ev.map((e) => e.split(":")[1]).sort(), ["a1", "a2", "b1", "before", "c1", "c2"]);
+    await until(async () => (await connectedTo(c)).length === 2, 30000, "peer 3 reconnected to both");
+    await Promise.all([a.stop(), b.stop(), c.stop()]);
+  });
+
+  it("a live subscriber gets events that merge in behind its position (earlier Lamport order), each once", async () => {
+    // Peer 2 appends while cut off; peer 1 appends later (later timestamps) and delivers its own
+    // events first. Once they meet, 2's events sort before 1's: behind 1's subscriber.
+    const [a, b] = await Promise.all([peer(1, "behind"), peer(2, "behind")]);
+    await Promise.all([a, b].map((p) => p.run(async (s) => s.sync.waitFor({ peers: 1, timeoutMs: 30000 }))));
+    await a.run(async (s) => {
+      globalThis.got = [];
+      globalThis.sub = await s.events.subscribe("s", (e) => { globalThis.got.push({ type: e.type, seq: e.seq, id: e.id }); });
+    });
+    lan.down(2);
+    try {
+      await b.run(async (s) => s.events.append("s", [{ type: "b1" }, { type: "b2" }]));
+      await new Promise((r) => setTimeout(r, 20));
+      await a.run(async (s) => s.events.append("s", [{ type: "a1" }, { type: "a2" }, { type: "a3" }]));
+      const got = () => a.run(async () => globalThis.got);
+      await until(async () => (await got()).length === 3, 10000, "peer 1's own events delivered");
+      // Healed within a second: the connection lives on (no ping has failed twice yet) and TCP
+      // delivers what waited.
+      lan.up(2);
+      await until(async () => (await a.run(async (s) => { let n = 0; for await (const _ of s.events.read("s")) n++; return n; })) === 5, 60000, "the merge");
+      // A barrier: everything that arrived before "z" is delivered before it.
+      await a.run(async (s) => s.events.append("s", { type: "z" }));
+      await until(async () => (await got()).some((e) => e.type === "z"), 10000, "the barrier event");
+      const delivered = await got();
+      assert.deepEqual(delivered.map((e) => e.type), ["a1", "a2", "a3", "b1", "b2", "z"], "each event once, merged ones by arrival");
+      assert.equal(new Set(delivered.map((e) => e.id)).size, 6);
+      assert.deepEqual(delivered.filter((e) => e.type[0] === "b").map((e) => e.seq), [1, 2], "b1 and b2 merged in behind the subscriber");
+      const order = (p) => p.run(async (s) => { const out = []; for await (const e of s.events.read("s")) out.push(`${e.seq}:${e.type}:${e.id}`); return out; });
+      await until(async () => JSON.stringify(await order(a)) === JSON.stringify(await order(b)), 20000, "one order on both peers");
+      assert.deepEqual((await order(b)).map((e) => e.split(":")[1]), ["b1", "b2", "a1", "a2", "a3", "z"]);
+      await a.run(async () => globalThis.sub.close());
+      await Promise.all([a.stop(), b.stop()]);
+    } finally {
+      lan.up(2);
+    }
+  });
+
+  it("a SIGKILLed peer drops out of peers() (connected: false), and is connected again once restarted from its path", async () => {
+    const [a, b] = await Promise.all([peer(1, "kill"), peer(2, "kill")]);
+    await Promise.all([a, b].map((p) => p.run(async (s) => s.sync.waitFor({ peers: 1, timeoutMs: 30000 }))));
+    assert.deepEqual(await connectedTo(a), [b.peerId]);
+    await b.kill();
+    await until(async () => (await connectedTo(a)).length === 0, 30000, "peer 1 noticing the dead peer");
+    const listed = await a.run(async (s) => (await s.sync.peers()).map((p) => [p.peerId, p.connected]));
+    assert.deepEqual(listed, [[b.peerId, false]]);
+    const b2 = await peer(2, "kill");
+    assert.equal(b2.peerId, b.peerId);
+    await until(async () => (await connectedTo(a)).length === 1, 30000, "the restarted peer reconnecting");
+    await Promise.all([a.stop(), b2.stop()]);
+  });
+});
