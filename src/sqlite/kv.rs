@@ -66,6 +66,8 @@ fn check_version(current: Option<&KvEntry>, cond: &IfVersion<String>, key: &str)
     }
 }
 
+/// Writes with one statement (after the `ifVersion` check, which writes nothing), so a failing
+/// set leaves nothing behind inside a larger transaction: callers need no savepoint around it.
 pub fn set(c: &Connection, store: i64, set: KvSet) -> Result<KvEntry> {
     let now = now_ms();
     if set.if_version != IfVersion::Any {

@@ -665,10 +665,12 @@ impl Backend for SqliteBackend {
         let store = self.shared.store_id;
         let count = sets.len();
         let outcome = self
+            // No savepoint per set: `kv::set` writes with one statement, which SQLite undoes
+            // alone when it fails, and a failed `ifVersion` check writes nothing.
             .write(move |c| {
                 Ok(sets
                     .into_iter()
-                    .map(|set| in_savepoint(c, |c| kv::set(c, store, set)))
+                    .map(|set| kv::set(c, store, set))
                     .collect::<Vec<_>>())
             })
             .await;
@@ -693,17 +695,11 @@ impl Backend for SqliteBackend {
         };
         let store = self.shared.store_id;
         let count = sets.len();
-        let isolate = count > 1;
+        // Each set fails alone without a savepoint (see `kv_set_each`).
         let outcome = tx.commit_with(move |c| {
             Ok(sets
                 .into_iter()
-                .map(|set| {
-                    if isolate {
-                        in_savepoint(c, |c| kv::set(c, store, set))
-                    } else {
-                        kv::set(c, store, set)
-                    }
-                })
+                .map(|set| kv::set(c, store, set))
                 .collect::<Vec<_>>())
         });
         Ok(match outcome {
