@@ -55,6 +55,17 @@ await conformance("kv", (a) => {
     assert.deepEqual(Object.keys(await s.kv.get("v:keyOrder")), ["z", "a", "m"]);
   });
 
+  it("gets issued together each get their own answer; a bad key rejects alone", async (t) => {
+    const s = await openFresh(a, t);
+    await s.kv.setMany([{ key: "a", value: 1 }, { key: "b", value: null }, { key: "c", value: [3] }]);
+    const gets = [s.kv.get("a"), s.kv.get(""), s.kv.get("b"), s.kv.get("absent"), s.kv.get("c"), s.kv.get(42)];
+    const settled = await Promise.allSettled(gets);
+    assert.deepEqual(settled.map((r) => r.status), ["fulfilled", "rejected", "fulfilled", "fulfilled", "fulfilled", "rejected"]);
+    assert.deepEqual([settled[0].value, settled[2].value, settled[3].value, settled[4].value], [1, null, undefined, [3]]);
+    assert.equal(settled[1].reason.code, "INVALID_ARGUMENT");
+    assert.equal(settled[5].reason.code, "INVALID_ARGUMENT");
+  });
+
   it("getMany returns values in key order with undefined for absent keys", async (t) => {
     const s = await openFresh(a, t);
     await s.kv.set("a", 1);

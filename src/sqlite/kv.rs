@@ -43,9 +43,23 @@ fn get_live(c: &Connection, store: i64, key: &str, now: i64) -> Result<Option<Kv
 
 pub fn get_many(c: &Connection, store: i64, keys: &[String]) -> Result<Vec<Option<KvEntry>>> {
     let now = now_ms();
-    keys.iter()
+    // Several keys in one read transaction: one snapshot, and one round of WAL locking
+    // instead of one per key.
+    let own_transaction = keys.len() > 1 && c.is_autocommit();
+    if own_transaction {
+        c.prepare_cached("BEGIN")
+            .and_then(|mut s| s.execute([]))
+            .map_err(sql_err)?;
+    }
+    let found = keys
+        .iter()
         .map(|key| get_live(c, store, key, now))
-        .collect()
+        .collect();
+    if own_transaction {
+        // A read transaction: ending it cannot lose anything, whatever `found` holds.
+        let _ = c.prepare_cached("COMMIT").and_then(|mut s| s.execute([]));
+    }
+    found
 }
 
 fn check_version(current: Option<&KvEntry>, cond: &IfVersion<String>, key: &str) -> Result<()> {

@@ -276,8 +276,10 @@ impl WriteNow<'_> {
 
 fn configure(conn: &Connection) -> Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_err)?;
-    conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF; PRAGMA mmap_size = 268435456;")
-        .map_err(sql_err)?;
+    conn.execute_batch(
+        "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF; PRAGMA mmap_size = 268435456;",
+    )
+    .map_err(sql_err)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
 }
