@@ -192,17 +192,7 @@ impl Store {
     /// one result per set, in order.
     pub async fn kv_set_each(&self, sets: Vec<KvSetRequest>) -> Result<Vec<Result<KvEntry>>> {
         let backend = self.open_backend()?;
-        let mut results: Vec<Option<Result<KvEntry>>> = Vec::with_capacity(sets.len());
-        let mut valid = Vec::with_capacity(sets.len());
-        for (key, value, ttl, cond) in sets {
-            match kv_set_checked(key, value, ttl, cond) {
-                Ok(set) => {
-                    results.push(None);
-                    valid.push(set);
-                }
-                Err(e) => results.push(Some(Err(e))),
-            }
-        }
+        let (results, valid) = check_sets(sets);
         let done = backend.kv_set_each(valid).await;
         Ok(merge_results(results, done))
     }
@@ -219,17 +209,7 @@ impl Store {
             Ok(b) => b,
             Err(e) => return Some(Err(e)),
         };
-        let mut results: Vec<Option<Result<KvEntry>>> = Vec::with_capacity(sets.len());
-        let mut valid = Vec::with_capacity(sets.len());
-        for (key, value, ttl, cond) in sets {
-            match kv_set_checked(key, value, ttl, cond) {
-                Ok(set) => {
-                    results.push(None);
-                    valid.push(set);
-                }
-                Err(e) => results.push(Some(Err(e))),
-            }
-        }
+        let (results, valid) = check_sets(sets);
         let done = backend.kv_set_each_now(valid).ok()?;
         Some(Ok(merge_results(results, done)))
     }
@@ -632,6 +612,23 @@ impl Store {
         validate::name("stream name", &stream)?;
         backend.ev_wait(stream, after_seq, timeout).await
     }
+}
+
+/// Validates each set on its own: the ones that pass, and per set a slot that is None for those
+/// (filled by `merge_results`) or the set's own error.
+fn check_sets(sets: Vec<KvSetRequest>) -> (Vec<Option<Result<KvEntry>>>, Vec<KvSet>) {
+    let mut results = Vec::with_capacity(sets.len());
+    let mut valid = Vec::with_capacity(sets.len());
+    for (key, value, ttl, cond) in sets {
+        match kv_set_checked(key, value, ttl, cond) {
+            Ok(set) => {
+                results.push(None);
+                valid.push(set);
+            }
+            Err(e) => results.push(Some(Err(e))),
+        }
+    }
+    (results, valid)
 }
 
 /// Fills the slots of the sets that passed validation (None) with the backend's results, in order.

@@ -449,10 +449,7 @@ impl NativeStore {
         start: f64,
         end: Option<f64>,
     ) -> Result<Option<Buffer>> {
-        let range = ByteRange {
-            start: whole("range.start", start).js()?,
-            end: end.map(|e| whole("range.end", e)).transpose().js()?,
-        };
+        let range = byte_range(start, end)?;
         let Some(mut reader) = self.store.blob_read(key, range).await.js()? else {
             return Ok(None);
         };
@@ -480,10 +477,7 @@ impl NativeStore {
         start: f64,
         end: Option<f64>,
     ) -> Result<Option<NativeBlobReader>> {
-        let range = ByteRange {
-            start: whole("range.start", start).js()?,
-            end: end.map(|e| whole("range.end", e)).transpose().js()?,
-        };
+        let range = byte_range(start, end)?;
         let reader = self.store.blob_read(key, range).await.js()?;
         Ok(reader.map(|r| {
             let info = json::one(r.info(), json::blob_info);
@@ -796,5 +790,13 @@ fn set_results_json(results: &[CoreResult<crate::model::KvEntry>]) -> String {
             });
             out.push_str(&format!("{{\"err\":{body}}}"));
         }
+    })
+}
+
+/// A `{ start, end }` range from JS numbers (whole, non-negative; `end` exclusive).
+fn byte_range(start: f64, end: Option<f64>) -> Result<ByteRange> {
+    Ok(ByteRange {
+        start: whole("range.start", start).js()?,
+        end: end.map(|e| whole("range.end", e)).transpose().js()?,
     })
 }
