@@ -301,9 +301,18 @@ class KV {
       return
     }
     if (text === null) {
-      for (const g of batch) {
-        this.#entry(g.key, false).then((e) => g.resolve(e === null ? undefined : e.value), (err) => g.reject(fromNative(err)))
-      }
+      // The async path, called now (not from a later microtask), so gets issued before
+      // close() reach the core before close does.
+      this.#n.kvGetMany(batch.map((g) => g.key)).then(
+        (json) => {
+          const entries = JSON.parse(json)
+          batch.forEach((g, i) => g.resolve(entries[i] === null ? undefined : entries[i].value))
+        },
+        (err) => {
+          const e = fromNative(err)
+          for (const g of batch) g.reject(e)
+        },
+      )
       return
     }
     const values = JSON.parse(text)

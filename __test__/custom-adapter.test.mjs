@@ -188,7 +188,10 @@ test("a hanging adapter times out, blocks neither the event loop nor other store
   const again = stuck.kv.get("other");
   await stuck.close();
   await rejectsWith(stuck.kv.get("k"), "CLOSED");
-  await rejectsWith(again, "TIMEOUT");
+  // A call that races with close() settles either way: it reached the adapter before close and
+  // times out, or close won and it rejects with CLOSED; it never stays pending.
+  const raced = await again.then(() => assert.fail("a get of a hanging adapter resolved"), (e) => e);
+  assert.ok(["TIMEOUT", "CLOSED"].includes(raced.code), `${raced.code}: ${raced.message}`);
   await healthy.close();
 });
 

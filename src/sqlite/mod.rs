@@ -40,6 +40,8 @@ const MAX_NOW_BYTES: usize = 1 << 20;
 /// how many SQLite VM instructions pass between two looks at the clock.
 const SCAN_BUDGET: Duration = Duration::from_millis(1);
 const SCAN_CHECK_OPS: std::ffi::c_int = 400;
+/// Bytes of the database file the caller's-thread reader maps (see `read_now`).
+const NOW_READER_MMAP: u64 = 64 << 20;
 /// Reader connections kept open.
 const MAX_IDLE_READERS: usize = 4;
 
@@ -276,10 +278,8 @@ impl WriteNow<'_> {
 
 fn configure(conn: &Connection) -> Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_err)?;
-    conn.execute_batch(
-        "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF; PRAGMA mmap_size = 268435456;",
-    )
-    .map_err(sql_err)?;
+    conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF;")
+        .map_err(sql_err)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
 }
@@ -579,6 +579,11 @@ impl Shared {
             let mut conn = open_file(file, OpenFlags::SQLITE_OPEN_READ_WRITE).ok()?;
             configure(&conn).ok()?;
             conn.busy_timeout(Duration::ZERO).ok()?;
+            // Point reads and short pages read pages through a mapping instead of pread. Only
+            // here, and bounded: mapped file pages count in the process's RSS, and blob streams
+            // (on the reader pool) must stay within their memory bound.
+            conn.execute_batch(&format!("PRAGMA mmap_size = {NOW_READER_MMAP}"))
+                .ok()?;
             let budget = self.now_budget.clone();
             conn.progress_handler(SCAN_CHECK_OPS, Some(move || budget.spent()))
                 .ok()?;
