@@ -41,7 +41,7 @@ const MAX_NOW_BYTES: usize = 1 << 20;
 const SCAN_BUDGET: Duration = Duration::from_millis(1);
 const SCAN_CHECK_OPS: std::ffi::c_int = 400;
 /// Bytes of the database file the caller's-thread reader maps (see `read_now`).
-const NOW_READER_MMAP: u64 = 64 << 20;
+const NOW_READER_MMAP: u64 = 256 << 20;
 /// Reader connections kept open.
 const MAX_IDLE_READERS: usize = 4;
 
