@@ -17,6 +17,7 @@ pub mod s3;
 pub mod sqlite;
 pub mod store;
 pub mod validate;
+pub mod versions;
 
 #[cfg(feature = "node")]
 pub mod napi;

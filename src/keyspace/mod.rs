@@ -31,6 +31,7 @@ use crate::error::{PersistError, Result};
 use crate::model::*;
 use crate::query::{compare_docs, FieldPath, Filter, SortKey};
 use crate::records::merge_patch;
+use crate::versions::{check_kv, check_record};
 
 /// A value in a `KeyValue` store: JSON text, or bytes (blob chunks).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -921,42 +922,6 @@ impl Inner {
     }
 }
 
-fn doc_conflict(current: Option<&Doc>, cond: &IfVersion<u64>, coll: &str, id: &str) -> Result<()> {
-    let ok = match (cond, current) {
-        (IfVersion::Any, _) | (IfVersion::Absent, None) => true,
-        (IfVersion::Is(v), Some(doc)) => doc.version == *v,
-        _ => false,
-    };
-    if ok {
-        return Ok(());
-    }
-    Err(PersistError::conflict(match cond {
-        IfVersion::Absent => format!("record {coll}/{id} already exists"),
-        _ => format!(
-            "record {coll}/{id}: ifVersion does not match (the record is {})",
-            current.map_or("absent".to_string(), |d| format!(
-                "at version {}",
-                d.version
-            ))
-        ),
-    }))
-}
-
-fn kv_conflict(current: Option<&KvEntry>, cond: &IfVersion<String>, key: &str) -> Result<()> {
-    let ok = match (cond, current) {
-        (IfVersion::Any, _) | (IfVersion::Absent, None) => true,
-        (IfVersion::Is(v), Some(cur)) => &cur.version == v,
-        _ => false,
-    };
-    if ok {
-        return Ok(());
-    }
-    let found = current.map_or("absent".to_string(), |c| format!("version {}", c.version));
-    Err(PersistError::conflict(format!(
-        "kv key {key:?}: ifVersion does not match (the key is {found})"
-    )))
-}
-
 fn range_order(reverse: bool) -> impl Fn(&String, &String) -> Ordering {
     move |a: &String, b: &String| if reverse { b.cmp(a) } else { a.cmp(b) }
 }
@@ -982,7 +947,7 @@ impl Backend for KeyspaceBackend {
         }
         loop {
             let (current, seen) = self.kv_read(&set.key, now_ms()).await?;
-            kv_conflict(current.as_ref(), &set.if_version, &set.key)?;
+            check_kv(current.as_ref(), &set.if_version, &set.key)?;
             let now = now_ms();
             let entry = KvEntry {
                 key: set.key.clone(),
@@ -1055,7 +1020,7 @@ impl Backend for KeyspaceBackend {
                 self.store.delete(&stored_key).await?;
                 return Ok(current.is_some());
             };
-            kv_conflict(current.as_ref(), &IfVersion::Is(v.clone()), &key)?;
+            check_kv(current.as_ref(), &IfVersion::Is(v.clone()), &key)?;
             if self.delete_checked(&stored_key, seen).await? {
                 return Ok(current.is_some());
             }
@@ -1165,7 +1130,7 @@ impl Backend for KeyspaceBackend {
         let _guard = self.locks.lock(layout::record(&coll, &id)).await;
         loop {
             let (current, seen) = self.doc_read(&coll, &id).await?;
-            doc_conflict(current.as_ref(), &if_version, &coll, &id)?;
+            check_record(current.as_ref().map(|d| d.version), &if_version, &coll, &id)?;
             let now = iso8601(now_ms());
             let doc = match current {
                 Some(old) => Doc {
@@ -1207,7 +1172,7 @@ impl Backend for KeyspaceBackend {
                 PersistError::not_found(format!("record {coll}/{id} does not exist"))
             })?;
             if let Some(v) = if_version {
-                doc_conflict(Some(&current), &IfVersion::Is(v), &coll, &id)?;
+                check_record(Some(current.version), &IfVersion::Is(v), &coll, &id)?;
             }
             let doc = Doc {
                 data: merge_patch(&current.data, &patch)?,
@@ -1230,7 +1195,12 @@ impl Backend for KeyspaceBackend {
                 self.store.delete(&key).await?;
                 return Ok(current.is_some());
             };
-            doc_conflict(current.as_ref(), &IfVersion::Is(v), &coll, &id)?;
+            check_record(
+                current.as_ref().map(|d| d.version),
+                &IfVersion::Is(v),
+                &coll,
+                &id,
+            )?;
             if self.delete_checked(&key, seen).await? {
                 return Ok(current.is_some());
             }

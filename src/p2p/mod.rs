@@ -38,6 +38,7 @@ use crate::config::{file_name_for, P2pConfig};
 use crate::error::{PersistError, Result};
 use crate::model::*;
 use crate::query::{compare_docs, FieldPath, Filter, SortKey};
+use crate::versions::{check_kv, check_record};
 use replica::{io_err, BlobRec, Rec, Replica, BLOBS_DOC, EVENTS_DOC, KV_DOC, RECORDS_PREFIX};
 
 pub use net::{SyncEvent, SyncHandle};
@@ -147,40 +148,6 @@ fn gc_chunks(rep: &Replica) {
     }
 }
 
-fn kv_check(current: Option<&KvEntry>, cond: &IfVersion<String>, key: &str) -> Result<()> {
-    let ok = match (cond, current) {
-        (IfVersion::Any, _) | (IfVersion::Absent, None) => true,
-        (IfVersion::Is(v), Some(cur)) => &cur.version == v,
-        _ => false,
-    };
-    if ok {
-        return Ok(());
-    }
-    let found = current.map_or("absent".to_string(), |c| format!("version {}", c.version));
-    Err(PersistError::conflict(format!(
-        "kv key {key:?}: ifVersion does not match (the key is {found})"
-    )))
-}
-
-fn rec_check(current: Option<&Rec>, cond: &IfVersion<u64>, coll: &str, id: &str) -> Result<()> {
-    let ok = match (cond, current) {
-        (IfVersion::Any, _) | (IfVersion::Absent, None) => true,
-        (IfVersion::Is(v), Some(doc)) => doc.version == *v,
-        _ => false,
-    };
-    if ok {
-        return Ok(());
-    }
-    let found = current.map_or("absent".to_string(), |d| {
-        format!("at version {}", d.version)
-    });
-    let message = match cond {
-        IfVersion::Absent => format!("record {coll}/{id} already exists"),
-        _ => format!("record {coll}/{id}: ifVersion does not match (the record is {found})"),
-    };
-    Err(PersistError::conflict(message))
-}
-
 fn parse_data(json: &str) -> Result<serde_json::Value> {
     serde_json::from_str(json)
         .map_err(|e| PersistError::invalid_value(format!("record data is not valid JSON: {e}")))
@@ -271,7 +238,7 @@ impl Backend for P2pBackend {
     async fn kv_set(&self, set: KvSet) -> Result<KvEntry> {
         self.shared.write(KV_DOC, |rep| {
             let now = now_ms();
-            kv_check(rep.kv_live(&set.key, now), &set.if_version, &set.key)?;
+            check_kv(rep.kv_live(&set.key, now), &set.if_version, &set.key)?;
             let entry = new_entry(&set, now);
             rep.kv_write(entry.clone())?;
             Ok(entry)
@@ -283,7 +250,7 @@ impl Backend for P2pBackend {
             let now = now_ms();
             let mut out = Vec::with_capacity(sets.len());
             for set in &sets {
-                let r = kv_check(rep.kv_live(&set.key, now), &set.if_version, &set.key).and_then(
+                let r = check_kv(rep.kv_live(&set.key, now), &set.if_version, &set.key).and_then(
                     |()| {
                         let entry = new_entry(set, now);
                         rep.kv_write(entry.clone())?;
@@ -315,7 +282,7 @@ impl Backend for P2pBackend {
             let now = now_ms();
             let live = rep.kv_live(&key, now).is_some();
             if let Some(v) = if_version {
-                kv_check(rep.kv_live(&key, now), &IfVersion::Is(v), &key)?;
+                check_kv(rep.kv_live(&key, now), &IfVersion::Is(v), &key)?;
             }
             rep.kv_remove(&key)?;
             Ok(live)
@@ -353,7 +320,7 @@ impl Backend for P2pBackend {
         let doc_name = format!("{RECORDS_PREFIX}{coll}");
         self.shared.write(&doc_name, |rep| {
             let current = rep.recs.get(&coll).and_then(|m| m.get(&id));
-            rec_check(current, &if_version, &coll, &id)?;
+            check_record(current.map(|r| r.version), &if_version, &coll, &id)?;
             let now = iso8601(now_ms());
             let rec = match current {
                 Some(old) => Rec {
@@ -413,7 +380,7 @@ impl Backend for P2pBackend {
                     PersistError::not_found(format!("record {coll}/{id} does not exist"))
                 })?;
             if let Some(v) = if_version {
-                rec_check(Some(current), &IfVersion::Is(v), &coll, &id)?;
+                check_record(Some(current.version), &IfVersion::Is(v), &coll, &id)?;
             }
             let mut data = current.data.clone();
             if let Some(obj) = data.as_object_mut() {
@@ -441,7 +408,7 @@ impl Backend for P2pBackend {
         self.shared.write(&doc_name, |rep| {
             if let Some(v) = if_version {
                 let current = rep.recs.get(&coll).and_then(|m| m.get(&id));
-                rec_check(current, &IfVersion::Is(v), &coll, &id)?;
+                check_record(current.map(|r| r.version), &IfVersion::Is(v), &coll, &id)?;
             }
             rep.rec_remove(&coll, &id)
         })

@@ -5,9 +5,10 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::sql_err;
 use crate::clock::{new_version, now_ms};
-use crate::error::{PersistError, Result};
+use crate::error::Result;
 use crate::model::{IfVersion, KvEntry, KvRange, KvSet};
 use crate::validate::prefix_successor;
+use crate::versions::check_kv;
 
 const LIVE: &str = "(expires_at IS NULL OR expires_at > ?)";
 
@@ -62,31 +63,13 @@ pub fn get_many(c: &Connection, store: i64, keys: &[String]) -> Result<Vec<Optio
     found
 }
 
-fn check_version(current: Option<&KvEntry>, cond: &IfVersion<String>, key: &str) -> Result<()> {
-    let ok = match (cond, current) {
-        (IfVersion::Any, _) => true,
-        (IfVersion::Absent, None) => true,
-        (IfVersion::Absent, Some(_)) => false,
-        (IfVersion::Is(v), Some(cur)) => &cur.version == v,
-        (IfVersion::Is(_), None) => false,
-    };
-    if ok {
-        Ok(())
-    } else {
-        let found = current.map_or("absent".to_string(), |c| format!("version {}", c.version));
-        Err(PersistError::conflict(format!(
-            "kv key {key:?}: ifVersion does not match (the key is {found})"
-        )))
-    }
-}
-
 /// Writes with one statement (after the `ifVersion` check, which writes nothing), so a failing
 /// set leaves nothing behind inside a larger transaction: callers need no savepoint around it.
 pub fn set(c: &Connection, store: i64, set: KvSet) -> Result<KvEntry> {
     let now = now_ms();
     if set.if_version != IfVersion::Any {
         let current = get_live(c, store, &set.key, now)?;
-        check_version(current.as_ref(), &set.if_version, &set.key)?;
+        check_kv(current.as_ref(), &set.if_version, &set.key)?;
     }
     let entry = KvEntry {
         key: set.key,
@@ -116,7 +99,7 @@ pub fn delete(c: &Connection, store: i64, key: &str, if_version: Option<&str>) -
     let now = now_ms();
     let current = get_live(c, store, key, now)?;
     if let Some(v) = if_version {
-        check_version(current.as_ref(), &IfVersion::Is(v.to_string()), key)?;
+        check_kv(current.as_ref(), &IfVersion::Is(v.to_string()), key)?;
     }
     // An expired row is deleted too, but reported as absent.
     let mut stmt = c

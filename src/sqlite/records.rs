@@ -10,6 +10,7 @@ use crate::error::{PersistError, Result};
 use crate::model::{Doc, FindCursor, IfVersion};
 use crate::query::{compare_docs, FieldPath, Filter, SortKey};
 use crate::records::merge_patch;
+use crate::versions::check_record;
 
 const COLUMNS: &str = "id, version, created_at, updated_at, data";
 
@@ -32,25 +33,6 @@ pub fn get(c: &Connection, store: i64, coll: &str, id: &str) -> Result<Option<Do
     stmt.query_row(params![store, coll, id], doc_from_row)
         .optional()
         .map_err(sql_err)
-}
-
-fn check_version(current: Option<&Doc>, cond: &IfVersion<u64>, coll: &str, id: &str) -> Result<()> {
-    let ok = match (cond, current) {
-        (IfVersion::Any, _) | (IfVersion::Absent, None) => true,
-        (IfVersion::Is(v), Some(doc)) => doc.version == *v,
-        _ => false,
-    };
-    if ok {
-        return Ok(());
-    }
-    let found = current.map_or("absent".to_string(), |d| {
-        format!("at version {}", d.version)
-    });
-    let message = match cond {
-        IfVersion::Absent => format!("record {coll}/{id} already exists"),
-        _ => format!("record {coll}/{id}: ifVersion does not match (the record is {found})"),
-    };
-    Err(PersistError::conflict(message))
 }
 
 fn write_doc(c: &Connection, store: i64, coll: &str, doc: &Doc) -> Result<()> {
@@ -85,7 +67,7 @@ pub fn put(
     cond: IfVersion<u64>,
 ) -> Result<Doc> {
     let current = get(c, store, coll, id)?;
-    check_version(current.as_ref(), &cond, coll, id)?;
+    check_record(current.as_ref().map(|d| d.version), &cond, coll, id)?;
     let now = iso8601(now_ms());
     let doc = match current {
         Some(old) => Doc {
@@ -118,7 +100,7 @@ pub fn update(
     let current = get(c, store, coll, id)?
         .ok_or_else(|| PersistError::not_found(format!("record {coll}/{id} does not exist")))?;
     if let Some(v) = if_version {
-        check_version(Some(&current), &IfVersion::Is(v), coll, id)?;
+        check_record(Some(current.version), &IfVersion::Is(v), coll, id)?;
     }
     let doc = Doc {
         data: merge_patch(&current.data, patch)?,
@@ -139,7 +121,12 @@ pub fn delete(
 ) -> Result<bool> {
     let current = get(c, store, coll, id)?;
     if let Some(v) = if_version {
-        check_version(current.as_ref(), &IfVersion::Is(v), coll, id)?;
+        check_record(
+            current.as_ref().map(|d| d.version),
+            &IfVersion::Is(v),
+            coll,
+            id,
+        )?;
     }
     let mut stmt = c
         .prepare_cached("DELETE FROM persist_records WHERE store_id = ? AND coll = ? AND id = ?")
