@@ -67,6 +67,25 @@ pub fn document(json: &str) -> Result<()> {
     Ok(())
 }
 
+/// Undoes `%XX` escapes (any other byte stands for itself); None when an escape is malformed
+/// or the result is not UTF-8. Used for names escaped into file names and S3 metadata.
+pub fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -153,23 +153,6 @@ pub struct Replica {
     pub changed: HashSet<String>,
 }
 
-fn unescape_file(name: &str) -> Option<String> {
-    let bytes = name.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = name.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 fn str_of(v: Option<(AmValue<'_>, automerge::ObjId)>) -> Option<String> {
     match v {
         Some((AmValue::Scalar(s), _)) => s.as_str().map(str::to_string),
@@ -222,7 +205,7 @@ impl Replica {
                     Err(_) => continue,
                 }
             } else {
-                match unescape_file(stem) {
+                match crate::validate::percent_decode(stem) {
                     Some(n) => n,
                     None => continue,
                 }

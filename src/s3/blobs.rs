@@ -31,6 +31,7 @@ use crate::clock::{iso8601, new_version, now_ms};
 use crate::error::{PersistError, Result};
 use crate::keyspace::NativeBlobs;
 use crate::model::*;
+use crate::validate::percent_decode;
 
 /// Bytes per multipart part.
 pub const PART: usize = 8 * 1024 * 1024;
@@ -69,26 +70,9 @@ fn pct_encode(text: &str) -> String {
     out
 }
 
-fn pct_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 /// A key of a listing made with `encoding-type=url` (`+` is a space there).
 pub(super) fn url_decode(text: &str) -> Option<String> {
-    pct_decode(&text.replace('+', " "))
+    percent_decode(&text.replace('+', " "))
 }
 
 /// The x-amz-meta-* entries of a blob.
@@ -122,7 +106,7 @@ fn info_from(
 ) -> BlobInfo {
     let empty = HashMap::new();
     let m = metadata.unwrap_or(&empty);
-    let user = match m.get(META_ALL).and_then(|v| pct_decode(v)) {
+    let user = match m.get(META_ALL).and_then(|v| percent_decode(v)) {
         Some(json) => serde_json::from_str(&json).unwrap_or_default(),
         None => m
             .iter()
