@@ -4,14 +4,19 @@
 // never skips, if a namespace sees another interface). Needs root.
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import { createInterface } from "node:readline";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startPeer, until } from "./support/p2p-procs.mjs";
 import { Lan } from "./support/netns.mjs";
+import { REPO_ROOT } from "./support/proc.mjs";
+import { snippets, asModule } from "./support/docs.mjs";
 
 const dir = mkdtempSync(join(tmpdir(), "persist-p2p-mdns-"));
-const lan = new Lan("mdns", 5);
+const lan = new Lan("mdns", 6);
 const running = new Set();
 
 before(() => lan.create());
@@ -21,9 +26,10 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-/** Starts peer `i` (namespace i) of `topic`, its replica under `<dir>/<topic>-<i>`. */
-async function peer(i, topic) {
-  const config = { name: `p${i}`, adapter: "p2p", path: join(dir, `${topic}-${i}`), discovery: { method: "mdns", topic } };
+/** Starts peer `i` (namespace i) of store `name` (default "app") on `topic`, its replica under
+ * `<dir>/<topic>-<i>`. Peers sync only within one topic and store name. */
+async function peer(i, topic, name = "app") {
+  const config = { name, adapter: "p2p", path: join(dir, `${topic}-${i}`), discovery: { method: "mdns", topic } };
   const p = await startPeer(config, { netns: lan.ns(i) });
   running.add(p);
   p.proc.once("exit", () => running.delete(p));
@@ -73,14 +79,42 @@ describe("p2p over mDNS in network namespaces", () => {
     assert.deepEqual(s.ev.map((e) => e.split(":")[0]), ["1", "2", "3", "4", "5", "6"]);
     const traffic = await a.run(async (s) => (await s.sync.peers()).map((p) => [p.bytesSent, p.bytesReceived]));
     assert.ok(traffic.every(([sent, received]) => sent > 0 && received > 0), `sync bytes counted per peer: ${JSON.stringify(traffic)}`);
+
+    // kv ttl holds on every peer: the expiry travels with the entry.
+    await a.run(async (s) => s.kv.set("short", "lived", { ttl: 5000 }));
+    await until(async () => (await c.run(async (s) => s.kv.get("short"))) === "lived", 4000, "the ttl entry on peer 3");
+    await until(async () => (await c.run(async (s) => [await s.kv.get("short"), await s.kv.has("short")])).every((x) => x === null || x === false), 10000, "the entry expiring on peer 3");
+    assert.equal((await state(c)).kv.short, undefined, "an expired entry is not listed");
+
+    // A blob put on peer 1 (three 256 KiB chunks and a bit) is fetched by peer 3 from its peers.
+    const body = Buffer.alloc(3 * 262144 + 1000);
+    for (let i = 0; i < body.length; i++) body[i] = (i * 7 + (i >> 11)) & 255;
+    const sha = createHash("sha256").update(body).digest("hex");
+    await a.run(new Function(`return async (s) => s.blobs.put("pic.bin", Buffer.from("${body.toString("base64")}", "base64"), { contentType: "image/x-test", metadata: { by: "peer 1" } })`)());
+    await until(async () => (await c.run(async (s) => (await s.blobs.head("pic.bin"))?.size)) === body.length, 20000, "the blob's metadata on peer 3");
+    const fetched = await c.run(async (s) => {
+      const { createHash } = await import("node:crypto");
+      const info = await s.blobs.head("pic.bin");
+      const all = await s.blobs.get("pic.bin");
+      const part = await s.blobs.get("pic.bin", { range: { start: 262000, end: 263000 } });
+      return { contentType: info.contentType, metadata: info.metadata, sha: createHash("sha256").update(all).digest("hex"), part: part.toString("base64") };
+    });
+    assert.deepEqual(fetched, { contentType: "image/x-test", metadata: { by: "peer 1" }, sha, part: body.subarray(262000, 263000).toString("base64") });
+    // Peer 3 keeps the chunks on disk: with peer 1 gone and peer 3 restarted alone, the blob is still whole.
     await Promise.all([a.stop(), b.stop(), c.stop()]);
+    const c2 = await peer(3, "three");
+    const kept = await c2.run(async (s) => { const { createHash } = await import("node:crypto"); return createHash("sha256").update(await s.blobs.get("pic.bin")).digest("hex"); });
+    assert.equal(kept, sha);
+    assert.deepEqual((await c2.run(async (s) => s.sync.peers())).filter((p) => p.connected), [], "no other peer is up");
+    await c2.stop();
   });
 
   it("peers of another topic on the same LAN are discovered, dropped and never synced with", async () => {
     // 4 and 5 (topic "other") discover each other through the same mDNS queries and answers that
     // reach 1 and 2 (one bridge, one service name): each side sees the other topic, connects,
     // and drops it after identify.
-    const [a, b, x, y] = await Promise.all([peer(1, "mine"), peer(2, "mine"), peer(4, "other"), peer(5, "other")]);
+    // 3 is on topic "mine" too, but a store of another name: as foreign as 4 and 5.
+    const [a, b, n, x, y] = await Promise.all([peer(1, "mine"), peer(2, "mine"), peer(3, "mine", "another-store"), peer(4, "other"), peer(5, "other")]);
     await Promise.all([a, b, x, y].map((p) => p.run(async (s) => s.sync.waitFor({ peers: 1, timeoutMs: 30000 }))));
     await a.run(async (s) => s.kv.set("secret", "mine"));
     await x.run(async (s) => s.kv.set("theirs", "other"));
@@ -90,13 +124,15 @@ describe("p2p over mDNS in network namespaces", () => {
     await new Promise((r) => setTimeout(r, 4000));
     assert.deepEqual(await connectedTo(a), [b.peerId]);
     assert.deepEqual(await connectedTo(x), [y.peerId]);
+    assert.deepEqual(await connectedTo(n), []);
     for (const p of [a, b]) {
       const known = await p.run(async (s) => (await s.sync.peers()).map((q) => q.peerId));
-      assert.ok(!known.includes(x.peerId) && !known.includes(y.peerId), "a foreign peer is never listed");
+      assert.ok(![n, x, y].some((f) => known.includes(f.peerId)), "a foreign peer is never listed");
     }
     assert.deepEqual(await x.run(async (s) => [await s.kv.get("secret"), await s.kv.get("theirs")]), [null, "other"]);
+    assert.deepEqual(await n.run(async (s) => [await s.kv.get("secret"), await s.kv.get("theirs")]), [null, null]);
     assert.deepEqual(await b.run(async (s) => [await s.kv.get("secret"), await s.kv.get("theirs")]), ["mine", null]);
-    await Promise.all([a.stop(), b.stop(), x.stop(), y.stop()]);
+    await Promise.all([a.stop(), b.stop(), n.stop(), x.stop(), y.stop()]);
   });
 
   it("a partition (peer 3's link down) with writes on both sides: the dead link is detected, then the healed mesh converges", async () => {
@@ -111,19 +147,28 @@ describe("p2p over mDNS in network namespaces", () => {
     assert.deepEqual(await connectedTo(a), [b.peerId]);
     await until(async () => (await connectedTo(c)).length === 0, 60000, "peer 3 dropping peers 1 and 2");
 
-    await a.run(async (s) => { await s.records.collection("notes").update("n1", { title: "majority" }); await s.kv.set("k", "a"); await s.events.append("log", [{ type: "a1" }, { type: "a2" }]); });
+    await a.run(async (s) => { await s.records.collection("notes").update("n1", { title: "majority", both: "from 1" }); await s.kv.set("k", "a"); await s.events.append("log", [{ type: "a1" }, { type: "a2" }]); });
     await b.run(async (s) => s.events.append("log", { type: "b1" }));
-    await c.run(async (s) => { await s.records.collection("notes").update("n1", { body: "minority" }); await s.kv.set("k3", "c"); await s.events.append("log", [{ type: "c1" }, { type: "c2" }]); });
+    await c.run(async (s) => { await s.records.collection("notes").update("n1", { body: "minority", both: "from 3" }); await s.kv.set("k3", "c"); await s.events.append("log", [{ type: "c1" }, { type: "c2" }]); });
+    // Last writer wins on kv, by time, whichever side wrote last (one key each way round).
+    const pause = () => new Promise((r) => setTimeout(r, 30));
+    await a.run(async (s) => s.kv.set("lww1", "early, from 1")); await pause();
+    await c.run(async (s) => s.kv.set("lww1", "late, from 3"));
+    await c.run(async (s) => s.kv.set("lww2", "early, from 3")); await pause();
+    await a.run(async (s) => s.kv.set("lww2", "late, from 1"));
     await until(async () => (await state(b)).ev.length === 4 && await same([a, b]), 20000, "peers 1 and 2 converging while 3 is cut off");
     const cut = await state(c);
     assert.equal(cut.ev.length, 3, "peer 3 sees only its own writes while apart");
-    assert.deepEqual(cut.rec, { title: "t", body: "minority" });
+    assert.deepEqual(cut.rec, { title: "t", body: "minority", both: "from 3" });
 
     lan.up(3);
     await until(async () => (await state(a)).ev.length === 6 && await same([a, b, c]), 60000, "convergence after the partition heals");
     const s = await state(c);
-    assert.deepEqual(s.rec, { title: "majority", body: "minority" });
+    // The field both sides wrote has one winner, the same on every peer (same() above).
+    assert.ok(["from 1", "from 3"].includes(s.rec.both), `one of the two writes: ${s.rec.both}`);
+    assert.deepEqual({ ...s.rec, both: undefined }, { title: "majority", body: "minority", both: undefined });
     assert.deepEqual([s.kv.k, s.kv.k3], ["a", "c"]);
+    assert.deepEqual([s.kv.lww1, s.kv.lww2], ["late, from 3", "late, from 1"]);
     assert.deepEqual(s.ev.map((e) => e.split(":")[1]).sort(), ["a1", "a2", "b1", "before", "c1", "c2"]);
     await until(async () => (await connectedTo(c)).length === 2, 30000, "peer 3 reconnected to both");
     await Promise.all([a.stop(), b.stop(), c.stop()]);
@@ -170,6 +215,12 @@ describe("p2p over mDNS in network namespaces", () => {
     const [a, b] = await Promise.all([peer(1, "kill"), peer(2, "kill")]);
     await Promise.all([a, b].map((p) => p.run(async (s) => s.sync.waitFor({ peers: 1, timeoutMs: 30000 }))));
     assert.deepEqual(await connectedTo(a), [b.peerId]);
+    const timedOut = await a.run(async (s) => { const t = Date.now(); try { await s.sync.waitFor({ peers: 2, timeoutMs: 300 }); return "resolved"; } catch (e) { return [e.code, Date.now() - t >= 250]; } });
+    assert.deepEqual(timedOut, ["TIMEOUT", true], "waitFor for more peers than there are rejects with TIMEOUT after timeoutMs");
+    await a.run(async (s) => {
+      globalThis.seen = { peer: [], synced: [] };
+      globalThis.off = ["peer", "synced"].map((ev) => s.sync.on(ev, (id) => globalThis.seen[ev].push(id)));
+    });
     await b.kill();
     await until(async () => (await connectedTo(a)).length === 0, 30000, "peer 1 noticing the dead peer");
     const listed = await a.run(async (s) => (await s.sync.peers()).map((p) => [p.peerId, p.connected]));
@@ -177,6 +228,65 @@ describe("p2p over mDNS in network namespaces", () => {
     const b2 = await peer(2, "kill");
     assert.equal(b2.peerId, b.peerId);
     await until(async () => (await connectedTo(a)).length === 1, 30000, "the restarted peer reconnecting");
-    await Promise.all([a.stop(), b2.stop()]);
+    // sync.on: "peer" when it connected, "synced" once caught up; the returned function unsubscribes.
+    const seen = () => a.run(async () => globalThis.seen);
+    await until(async () => { const x = await seen(); return x.peer.includes(b.peerId) && x.synced.includes(b.peerId); }, 20000, "peer and synced events for the restarted peer");
+    const before = await seen();
+    await a.run(async () => { for (const off of globalThis.off) off(); });
+    await b2.stop();
+    const b3 = await peer(2, "kill");
+    await until(async () => (await connectedTo(a)).length === 1, 30000, "the peer reconnecting once more");
+    await new Promise((r) => setTimeout(r, 500));
+    assert.deepEqual(await seen(), before, "no event reaches a listener after its unsubscribe");
+    await Promise.all([a.stop(), b3.stop()]);
+  });
+
+  it("the docs page's p2p snippet runs unchanged in a namespace: a working store with no peers, which then syncs with a peer of its topic", async () => {
+    const snippet = snippets.find((code) => /adapter:\s*"p2p"/.test(code));
+    assert.ok(snippet, "p2p snippet not found on the docs page");
+    // A project folder whose node_modules/@cuitty/persist is this package; the snippet's default
+    // path, ./.persist/my-app.p2p/, lands in it.
+    const project = join(dir, "snippet-project");
+    mkdirSync(join(project, "node_modules", "@cuitty"), { recursive: true });
+    symlinkSync(REPO_ROOT, join(project, "node_modules", "@cuitty", "persist"), "dir");
+    writeFileSync(join(project, "package.json"), JSON.stringify({ name: "p2p-snippet", private: true, type: "module" }));
+    writeFileSync(join(project, "run-p2p.ts"), `${asModule(snippet)}
+const sync = store.sync!;
+await store.kv.set("own", { ok: true });
+console.log("ALONE=" + JSON.stringify({ adapter: store.adapter, peerId: typeof sync.peerId, peers: (await sync.peers()).length, own: await store.kv.get("own") }));
+await sync.waitFor({ peers: 1, timeoutMs: 30000 });
+let got: unknown;
+for (let i = 0; i < 400 && (got = await store.kv.get("from-peer")) === undefined; i++) await new Promise((r) => setTimeout(r, 50));
+console.log("MET=" + JSON.stringify(got));
+await store.close();
+`);
+    const tsxPkg = JSON.parse(readFileSync(join(REPO_ROOT, "node_modules", "tsx", "package.json"), "utf8"));
+    const tsx = join(REPO_ROOT, "node_modules", "tsx", typeof tsxPkg.bin === "string" ? tsxPkg.bin : tsxPkg.bin.tsx);
+    const child = spawn("ip", ["netns", "exec", lan.ns(6), process.execPath, tsx, "run-p2p.ts"], { cwd: project, stdio: ["ignore", "pipe", "pipe"] });
+    let stderr = "";
+    child.stderr.on("data", (d) => { stderr += d; });
+    const exited = new Promise((resolve) => child.once("exit", resolve));
+    const lines = [];
+    const waiters = [];
+    createInterface({ input: child.stdout }).on("line", (line) => { lines.push(line); for (const w of waiters.splice(0)) w(); });
+    const line = async (prefix, ms) => {
+      const end = Date.now() + ms;
+      for (;;) {
+        const hit = lines.find((l) => l.startsWith(prefix));
+        if (hit) return JSON.parse(hit.slice(prefix.length));
+        if (Date.now() > end || child.exitCode !== null) throw new Error(`no ${prefix} line from the snippet; stdout: ${lines.join("\n")}\nstderr: ${stderr}`);
+        await new Promise((r) => { waiters.push(r); setTimeout(r, 200); });
+      }
+    };
+    try {
+      assert.deepEqual(await line("ALONE=", 60000), { adapter: "p2p", peerId: "string", peers: 0, own: { ok: true } });
+      const other = await peer(5, "my-app-sync", "my-app");
+      await other.run(async (s) => s.kv.set("from-peer", "hello"));
+      assert.equal(await line("MET=", 60000), "hello");
+      assert.equal(await exited, 0, stderr);
+      await other.stop();
+    } finally {
+      child.kill("SIGKILL");
+    }
   });
 });

@@ -49,12 +49,12 @@ const eventAt = (p, event, after) => p.events.find((e) => e.event === event && e
 async function initialSync(dir, n, run) {
   const topic = `bench-initial-${process.pid}-${run}`
   const port = await freePort()
-  const a = await startPeer({ name: 'a', adapter: 'p2p', path: path.join(dir, `init${run}-a`), discovery: { method: 'dht', topic }, listen: [`/ip4/127.0.0.1/tcp/${port}`] })
+  const a = await startPeer({ name: 'bench', adapter: 'p2p', path: path.join(dir, `init${run}-a`), discovery: { method: 'dht', topic }, listen: [`/ip4/127.0.0.1/tcp/${port}`] })
   let b
   try {
     await a.run(putRecords('doc:', n))
     if ((await count(a)) !== n) throw new Error('peer A does not hold the records')
-    b = await startPeer({ name: 'b', adapter: 'p2p', path: path.join(dir, `init${run}-b`), discovery: { method: 'dht', topic, bootstrap: [`/ip4/127.0.0.1/tcp/${port}/p2p/${a.peerId}`] }, listen: ['/ip4/127.0.0.1/tcp/0'] })
+    b = await startPeer({ name: 'bench', adapter: 'p2p', path: path.join(dir, `init${run}-b`), discovery: { method: 'dht', topic, bootstrap: [`/ip4/127.0.0.1/tcp/${port}/p2p/${a.peerId}`] }, listen: ['/ip4/127.0.0.1/tcp/0'] })
     // Polled inside B: the moment it holds every record, on the same clock as its "peer" event.
     const done = await b.run(`async (s) => {
       const c = s.records.collection('docs'); const end = Date.now() + 120000
@@ -76,7 +76,7 @@ async function partition(dir, w, run) {
     lan.create()
     const topic = `bench-partition-${process.pid}-${run}`
     for (let i = 1; i <= 3; i++) {
-      peers.push(await startPeer({ name: `p${i}`, adapter: 'p2p', path: path.join(dir, `part${run}-${i}`), discovery: { method: 'mdns', topic } }, { netns: lan.ns(i) }))
+      peers.push(await startPeer({ name: 'bench', adapter: 'p2p', path: path.join(dir, `part${run}-${i}`), discovery: { method: 'mdns', topic } }, { netns: lan.ns(i) }))
     }
     const [a, b, c] = peers
     await Promise.all(peers.map((p) => p.run(async (s) => s.sync.waitFor({ peers: 2, timeoutMs: 30000 }))))

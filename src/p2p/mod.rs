@@ -123,7 +123,7 @@ impl P2pBackend {
             changed: tokio::sync::watch::channel(0).0,
             closed: AtomicBool::new(false),
         });
-        let net = net::Net::start(shared.clone(), keypair, &cfg).await?;
+        let net = net::Net::start(shared.clone(), keypair, name, &cfg).await?;
         Ok(P2pBackend {
             shared,
             net: Some(net),

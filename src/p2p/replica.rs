@@ -2,8 +2,9 @@
 //! in-memory views of them (what reads and queries use), persisted under the store's folder.
 //!
 //! Documents and their layout (every leaf is a JSON string, so a field is the unit of merge):
-//! - `kv`: root map, key -> `{"v": value, "ver": version, "exp": expiresAt|null}`. A key has one
-//!   winner when two peers set it concurrently (automerge's deterministic pick).
+//! - `kv`: root map, key -> `{"v": value, "ver": version, "exp": expiresAt|null}`. When peers
+//!   set a key concurrently, the last writer wins: the cell with the greatest version (a ULID,
+//!   so wall-clock ms first), the same pick on every peer.
 //! - `r:<collection>` (one per collection): root map, id -> map `{ "m": [version, createdAt,
 //!   updatedAt], "d": map field -> JSON }`. Updates touch only the fields they change, so
 //!   concurrent updates to different fields both survive.
@@ -297,10 +298,24 @@ impl Replica {
         if name == KV_DOC {
             let mut kv = BTreeMap::new();
             for item in doc.map_range(ROOT, ..) {
-                let Some(s) = item_str(&item.value) else {
-                    continue;
+                let cell = if item.conflict {
+                    // Concurrent sets from several peers: last writer wins by the version, a
+                    // ULID (wall-clock ms first), rather than by automerge's pick, which follows
+                    // op counters and actor ids. Every peer holds the same candidates, so every
+                    // peer picks the same one; the next set anywhere replaces them all.
+                    let candidates = doc.get_all(ROOT, item.key.as_ref()).map_err(am_err)?;
+                    candidates
+                        .iter()
+                        .filter_map(|(v, _)| match v {
+                            AmValue::Scalar(s) => s.as_str(),
+                            _ => None,
+                        })
+                        .filter_map(|s| serde_json::from_str::<KvCell>(s).ok())
+                        .max_by(|x, y| x.ver.cmp(&y.ver))
+                } else {
+                    item_str(&item.value).and_then(|s| serde_json::from_str::<KvCell>(s).ok())
                 };
-                let Ok(cell) = serde_json::from_str::<KvCell>(s) else {
+                let Some(cell) = cell else {
                     continue;
                 };
                 let key = item.key.into_owned();
@@ -653,5 +668,44 @@ mod tests {
         let b = Replica::open(dir_b.path(), "peer-b".to_string()).unwrap();
         let reopened: Vec<u64> = b.events["s"].iter().map(|e| e.arr).collect();
         assert_eq!(reopened, vec![1, 2, 3]);
+    }
+
+    fn kv_entry(key: &str, value: &str, version: &str) -> KvEntry {
+        KvEntry {
+            key: key.to_string(),
+            value: value.to_string(),
+            version: version.to_string(),
+            expires_at: None,
+        }
+    }
+
+    #[test]
+    fn concurrent_kv_sets_resolve_to_the_last_writer_on_both_peers() {
+        // Actors are random per session, so automerge's own pick would go either way across
+        // these pairs; the later version must win on both sides every time.
+        for round in 0..8 {
+            let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            let mut a = Replica::open(dir_a.path(), "peer-a".to_string()).unwrap();
+            let mut b = Replica::open(dir_b.path(), "peer-b".to_string()).unwrap();
+            let (early, late) = ("01AAAAAAAAAAAAAAAAAAAAAAAA", "01BBBBBBBBBBBBBBBBBBBBBBBB");
+            let (a_ver, b_ver) = if round % 2 == 0 {
+                (early, late)
+            } else {
+                (late, early)
+            };
+            a.kv_write(kv_entry("k", "\"a\"", a_ver)).unwrap();
+            b.kv_write(kv_entry("k", "\"b\"", b_ver)).unwrap();
+            a.persist(KV_DOC).unwrap();
+            b.persist(KV_DOC).unwrap();
+            let (mut from_a, mut from_b) = (a.docs[KV_DOC].clone(), b.docs[KV_DOC].clone());
+            a.doc_mut(KV_DOC).merge(&mut from_b).unwrap();
+            b.doc_mut(KV_DOC).merge(&mut from_a).unwrap();
+            a.rebuild(KV_DOC).unwrap();
+            b.rebuild(KV_DOC).unwrap();
+            let winner = if a_ver == late { "\"a\"" } else { "\"b\"" };
+            assert_eq!(a.kv["k"].value, winner, "round {round}, peer a");
+            assert_eq!(b.kv["k"].value, winner, "round {round}, peer b");
+            assert_eq!(a.kv["k"].version, late);
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! The libp2p swarm of a p2p store: tcp + noise + yamux; identify (its `protocol_version` is
-//! `/cuitty/persist/<topic>`, and peers of another topic are disconnected); mDNS or Kademlia for
+//! `/cuitty/persist/<topic>/<store name>`, and peers of another topic or store name are
+//! disconnected); mDNS or Kademlia for
 //! discovery; request-response carrying automerge sync messages and blob chunks.
 //!
 //! Sync rounds: the dialer of a connection opens the first round once the peer's topic is
@@ -40,7 +41,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::net::{NetState, PeerInfo, SyncEvent};
 use super::Shared;
-use crate::config::P2pConfig;
+use crate::config::{file_name_for, P2pConfig};
 use crate::error::{ErrorCode, PersistError, Result};
 
 const SYNC_PROTOCOL: &str = "/cuitty/persist/sync/1.0.0";
@@ -191,7 +192,12 @@ fn net_err(what: &str, e: impl std::fmt::Display) -> PersistError {
 }
 
 impl Net {
-    pub async fn start(shared: Arc<Shared>, keypair: Keypair, cfg: &P2pConfig) -> Result<Net> {
+    pub async fn start(
+        shared: Arc<Shared>,
+        keypair: Keypair,
+        name: &str,
+        cfg: &P2pConfig,
+    ) -> Result<Net> {
         let me = keypair.public().to_peer_id();
         let state = Arc::new(NetState {
             closed: Default::default(),
@@ -203,7 +209,14 @@ impl Net {
             traffic: Mutex::new(Default::default()),
             wake: tokio::sync::watch::channel(0).0,
         });
-        let topic_version = format!("/cuitty/persist/{}", cfg.topic);
+        // Peers sync only with the same topic *and* store name (two stores of different names
+        // never see each other's data, as on every adapter); both are percent-encoded, so no
+        // topic or name can spell another pair.
+        let topic_version = format!(
+            "/cuitty/persist/{}/{}",
+            file_name_for(&cfg.topic),
+            file_name_for(name)
+        );
         let use_mdns = cfg.method == "mdns";
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
