@@ -234,6 +234,30 @@ await conformance("kv", (a) => {
     assert.deepEqual(keysOf(await collect(s.kv.list({ reverse: true }))), [...expected].reverse());
   });
 
+  it("list across several pages: every key once, in order, with limits and keys that need escaping", async (t) => {
+    const s = await openFresh(a, t);
+    // 2,600 keys: more than two native pages; a few need escaping in JSON (quote, backslash,
+    // newline, control character), one of them the last key of a page.
+    const keys = Array.from({ length: 2600 }, (_, i) => `p:${String(i).padStart(5, "0")}`);
+    for (const i of [0, 255, 256, 999, 1000, 1255, 2599]) keys[i] += ['"q', "\\b", "\nn", "\u0001c"][i % 4];
+    for (let i = 0; i < keys.length; i += 500) {
+      await s.kv.setMany(keys.slice(i, i + 500).map((key, j) => ({ key, value: { n: i + j } })));
+    }
+    const expected = [...keys].sort(byteOrder);
+    const all = await collect(s.kv.list({ prefix: "p:" }));
+    assert.deepEqual(keysOf(all), expected);
+    assert.ok(all.every((e) => e.value.n === keys.indexOf(e.key)));
+    assert.deepEqual(keysOf(await collect(s.kv.list({ prefix: "p:", reverse: true }))), [...expected].reverse());
+    for (const limit of [255, 256, 1000, 1001, 2599, 2600, 5000]) {
+      assert.deepEqual(keysOf(await collect(s.kv.list({ prefix: "p:", limit }))), expected.slice(0, limit), `limit ${limit}`);
+    }
+    // Stopping early (break) leaves nothing pending: a later list still sees every key.
+    let seen = 0;
+    for await (const _ of s.kv.list({ prefix: "p:" })) if (++seen === 1300) break;
+    assert.equal(seen, 1300);
+    assert.equal((await collect(s.kv.list({ prefix: "p:", start: expected[2000] }))).length, 600);
+  });
+
   it("list on an empty store yields nothing", async (t) => {
     const s = await openFresh(a, t);
     assert.deepEqual(await collect(s.kv.list()), []);

@@ -365,10 +365,22 @@ impl Shared {
             .max_keys(max_keys.clamp(1, 1000) as i32)
             // Keys may hold characters XML 1.0 cannot carry (U+0001): have them URL-encoded.
             .encoding_type(aws_sdk_s3::types::EncodingType::Url);
+        // Some servers (moto) echo StartAfter into the XML as it is, which cannot be parsed
+        // when it holds a character XML 1.0 cannot carry: then start after its longest prefix
+        // without one (which sorts before it) and drop the keys up to it here.
+        let mut not_after = None;
         if let Some(token) = token {
             req = req.continuation_token(token);
         } else if let Some(after) = start_after {
-            req = req.start_after(after);
+            match after.find(|c| !xml_char(c)) {
+                None => req = req.start_after(after),
+                Some(cut) => {
+                    if cut > 0 {
+                        req = req.start_after(&after[..cut]);
+                    }
+                    not_after = Some(after);
+                }
+            }
         }
         let out = req
             .send()
@@ -379,6 +391,9 @@ impl Shared {
             .iter()
             .filter_map(|o| {
                 let key = o.key().and_then(blobs::url_decode)?;
+                if not_after.is_some_and(|after| key.as_str() <= after) {
+                    return None;
+                }
                 Some((key, o.e_tag().unwrap_or_default().to_string()))
             })
             .collect();
@@ -389,6 +404,11 @@ impl Shared {
         };
         Ok((keys, next))
     }
+}
+
+/// Whether XML 1.0 can carry `c` in text.
+fn xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
 }
 
 /// Pages of keys in S3 order, with values fetched (concurrently, in order) when asked.
