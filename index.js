@@ -17,6 +17,7 @@ try {
 
 const ERROR_TAG = '\u0000PERSIST'
 const KV_PAGE = 1000
+const KV_FIRST_PAGE = 256
 const RECORD_PAGE = 500
 const BLOB_PAGE = 500
 /** A long blob listing asks for pages growing up to this: fewer native calls, and an S3 store
@@ -213,19 +214,220 @@ function toKvEntry(e) {
   return e
 }
 
+/** The `ops` text of `kvSetBatch` / `kvDirectSetPlan` for pending sets. */
+function setOps(batch) {
+  return '[' + batch.map((o) => `[${JSON.stringify(o.key)},${o.json},${o.ttl === null ? 'null' : JSON.stringify(o.ttl)},${o.ifVersion === null ? 'null' : JSON.stringify(o.ifVersion)},${o.ifAbsent}]`).join(',') + ']'
+}
+
+/**
+ * Plain kv gets and sets on a custom adapter, made by calling the adapter from this thread:
+ * through the core, a batch would cross threads four times (JS → core → JS for the adapter →
+ * core → JS). The core still decides everything but the call (src/keyspace/direct.rs): the
+ * adapter key, version, expiry and record of each set, the key's lock until the put settles
+ * (so plain sets stay ordered with compare-and-set, update and setMany, which take the core's
+ * path), and what a record read back means. Each call is bounded by the adapter timeout, a
+ * failure is ADAPTER with the adapter's error as `cause`, and a slow call holds up no other.
+ */
+class DirectKv {
+  #n
+  #get
+  #put
+  #timeoutMs
+  /** Settled sets waiting for their keys to be unlocked, once per tick, before they resolve. */
+  #settledSets = []
+  /** Records read back, decoded by the core once per tick. */
+  #settledGets = []
+
+  constructor(nativeStore, adapter, timeoutMs) {
+    this.#n = nativeStore
+    this.#get = adapter.get.bind(adapter)
+    this.#put = adapter.put.bind(adapter)
+    this.#timeoutMs = timeoutMs
+  }
+
+  /** Runs pending sets (see KV#flushSets); those the core defers go to `sendDeferred`. */
+  sets(batch, ops, sendDeferred) {
+    const [ticket, planned, deferred, invalid] = JSON.parse(this.#n.kvDirectSetPlan(ops))
+    for (const [i, body] of invalid) batch[i].reject(fromErrorBody(body))
+    if (deferred.length > 0) sendDeferred(deferred.map((i) => batch[i]))
+    if (planned.length === 0) return
+    const bound = { remaining: planned.length, timer: null }
+    const calls = planned.map(([i, key, , version, expiresAt]) => ({ bound, ticket, index: i, op: batch[i], key, version, expiresAt, settled: false, error: null }))
+    this.#bound(bound, calls, 'put', (call, error) => this.#setSettled(call, error))
+    for (let n = 0; n < calls.length; n++) {
+      const call = calls[n]
+      const ok = () => this.#setSettled(call, null)
+      const failed = (err) => this.#setSettled(call, adapterFailure('put', call.key, err))
+      try {
+        const result = this.#put(call.key, planned[n][2])
+        if (result !== null && typeof result === 'object' && typeof result.then === 'function') result.then(ok, failed)
+        else ok()
+      } catch (err) {
+        failed(err)
+      }
+    }
+  }
+
+  #setSettled(call, error) {
+    if (!settleOnce(call)) return
+    call.error = error
+    if (this.#settledSets.push(call) === 1) queueMicrotask(this.#flushSettledSets)
+  }
+
+  #flushSettledSets = () => {
+    const calls = this.#settledSets
+    this.#settledSets = []
+    const byTicket = new Map()
+    for (const c of calls) {
+      const list = byTicket.get(c.ticket)
+      if (list) list.push(c.index)
+      else byTicket.set(c.ticket, [c.index])
+    }
+    for (const [ticket, indexes] of byTicket) this.#n.kvDirectSetsDone(ticket, indexes)
+    for (const c of calls) {
+      if (c.error !== null) {
+        c.op.reject(c.error)
+        continue
+      }
+      const entry = { key: c.op.key, value: JSON.parse(c.op.json), version: c.version }
+      if (c.expiresAt !== null) entry.expiresAt = c.expiresAt
+      c.op.resolve(entry)
+    }
+  }
+
+  /** Runs pending value gets (see KV#get); a record the core must judge by itself (bytes at a
+   * kv key) goes to `getThroughCore`. Throws when a key is invalid (the caller retries each). */
+  gets(batch, getThroughCore) {
+    const keys = JSON.parse(this.#n.kvDirectKeys(batch.map((g) => g.key)))
+    const bound = { remaining: batch.length, timer: null }
+    const calls = batch.map((g, i) => ({ bound, g, key: keys[i], settled: false }))
+    this.#bound(bound, calls, 'get', (call, error) => this.#getSettled(call, null, error))
+    for (const call of calls) {
+      const ok = (record) => {
+        if (record === undefined || record === null) return this.#getSettled(call, undefined, null)
+        if (record instanceof Uint8Array) {
+          if (settleOnce(call)) getThroughCore(call.g)
+          return
+        }
+        if (typeof record !== 'object') {
+          return this.#getSettled(call, null, adapterFailure('get', call.key, new AdapterShapeError(`get() returned ${describe(record)}, which is not a JSON object`)))
+        }
+        this.#getSettled(call, record, null)
+      }
+      const failed = (err) => this.#getSettled(call, null, adapterFailure('get', call.key, err))
+      try {
+        const result = this.#get(call.key)
+        if (result !== null && typeof result === 'object' && typeof result.then === 'function') result.then(ok, failed)
+        else ok(result)
+      } catch (err) {
+        failed(err)
+      }
+    }
+  }
+
+  /** `record`: undefined (absent), an object to decode, or null with `error`. */
+  #getSettled(call, record, error) {
+    if (!settleOnce(call)) return
+    if (error !== null) return call.g.reject(error)
+    if (record === undefined) return call.g.resolve(undefined)
+    call.record = record
+    if (this.#settledGets.push(call) === 1) queueMicrotask(this.#flushSettledGets)
+  }
+
+  #flushSettledGets = () => {
+    const calls = this.#settledGets
+    this.#settledGets = []
+    let text
+    try {
+      text = JSON.stringify(calls.map((c) => [c.key, c.record]))
+    } catch {
+      // One record is not JSON (a BigInt, a cycle): that get fails, the others are decoded.
+      const ok = []
+      for (const c of calls) {
+        try {
+          JSON.stringify(c.record)
+          ok.push(c)
+        } catch (err) {
+          c.g.reject(adapterFailure('get', c.key, new AdapterShapeError(`the adapter returned a value that is not JSON: ${err.message}`, { cause: err })))
+        }
+      }
+      if (ok.length > 0) {
+        this.#settledGets = ok.concat(this.#settledGets)
+        this.#flushSettledGets()
+      }
+      return
+    }
+    let values
+    try {
+      values = JSON.parse(this.#n.kvDirectValues(text))
+    } catch (err) {
+      const e = fromNative(err)
+      for (const c of calls) c.g.reject(e)
+      return
+    }
+    for (let i = 0; i < calls.length; i++) {
+      const v = values[i]
+      if (v === 0) calls[i].g.resolve(undefined)
+      else if (Array.isArray(v)) calls[i].g.resolve(v[0])
+      else calls[i].g.reject(fail(v.code, v.message))
+    }
+  }
+
+  /** One timer per batch: the calls still unsettled when it fires end in TIMEOUT. Like a call
+   * through the core, a pending call keeps the process alive until then. */
+  #bound(bound, calls, op, settle) {
+    bound.timer = setTimeout(() => {
+      for (const call of calls) {
+        if (!call.settled) settle(call, fail('TIMEOUT', native.adapterTimeoutMessage(op, call.key, this.#timeoutMs)))
+      }
+    }, this.#timeoutMs)
+  }
+}
+
+/** Marks a direct call settled; false if it already was. The last call of a batch to settle
+ * clears the batch's timer. */
+function settleOnce(call) {
+  if (call.settled) return false
+  call.settled = true
+  if (--call.bound.remaining === 0) clearTimeout(call.bound.timer)
+  return true
+}
+
+/** ADAPTER, in the core's words, with the adapter's error as `cause`. */
+function adapterFailure(op, key, err) {
+  const message = err instanceof Error ? err.message : describe(err)
+  return fail('ADAPTER', native.adapterFailureMessage(op, key, message), err)
+}
+
 class KV {
   #n
   /** Sets issued in the current tick, sent to the native layer as one call (one thread hop
    * and, on SQLite, one group commit for all of them). */
   #pendingSets = []
-  constructor(nativeStore) {
+  /** Custom adapters: plain gets and sets made from this thread (see DirectKv), else null. */
+  #direct
+  constructor(nativeStore, direct = null) {
     this.#n = nativeStore
+    this.#direct = direct
   }
 
-  #flushSets = async () => {
+  #flushSets = () => {
     const batch = this.#pendingSets
     this.#pendingSets = []
-    const ops = '[' + batch.map((o) => `[${JSON.stringify(o.key)},${o.json},${o.ttl === null ? 'null' : JSON.stringify(o.ttl)},${o.ifVersion === null ? 'null' : JSON.stringify(o.ifVersion)},${o.ifAbsent}]`).join(',') + ']'
+    const ops = setOps(batch)
+    if (this.#direct !== null) {
+      try {
+        this.#direct.sets(batch, ops, (deferred) => this.#sendSets(deferred, setOps(deferred)))
+      } catch (err) {
+        const e = fromNative(err)
+        for (const op of batch) op.reject(e)
+      }
+      return
+    }
+    this.#sendSets(batch, ops)
+  }
+
+  async #sendSets(batch, ops) {
     let results
     try {
       // Committed right here when the backend can do it without waiting (SQLite with an idle
@@ -293,6 +495,10 @@ class KV {
   #getValues(batch) {
     let text
     try {
+      if (this.#direct !== null) {
+        this.#direct.gets(batch, (g) => this.#getValuesAsync([g]))
+        return
+      }
       text = this.#n.kvGetValuesNow(batch.map((g) => g.key))
     } catch (err) {
       if (batch.length === 1) batch[0].reject(fromNative(err))
@@ -303,16 +509,7 @@ class KV {
     if (text === null) {
       // The async path, called now (not from a later microtask), so gets issued before
       // close() reach the core before close does.
-      this.#n.kvGetMany(batch.map((g) => g.key)).then(
-        (json) => {
-          const entries = JSON.parse(json)
-          batch.forEach((g, i) => g.resolve(entries[i] === null ? undefined : entries[i].value))
-        },
-        (err) => {
-          const e = fromNative(err)
-          for (const g of batch) g.reject(e)
-        },
-      )
+      this.#getValuesAsync(batch)
       return
     }
     const values = JSON.parse(text)
@@ -320,6 +517,19 @@ class KV {
       const v = values[i]
       batch[i].resolve(v === 0 ? undefined : v[0])
     }
+  }
+
+  #getValuesAsync(batch) {
+    this.#n.kvGetMany(batch.map((g) => g.key)).then(
+      (json) => {
+        const entries = JSON.parse(json)
+        batch.forEach((g, i) => g.resolve(entries[i] === null ? undefined : entries[i].value))
+      },
+      (err) => {
+        const e = fromNative(err)
+        for (const g of batch) g.reject(e)
+      },
+    )
   }
 
   getMany(keys) {
@@ -393,14 +603,25 @@ class KV {
       const end = optStr('end', o.end)
       const reverse = Boolean(o.reverse)
       let remaining = optLimit(o.limit)
-      let after = null
-      while (remaining > 0) {
-        const want = Math.min(KV_PAGE, remaining)
-        const page = JSON.parse(n.kvListPageNow(prefix, start, end, reverse, after, want) ?? (await n.kvListPage(prefix, start, end, reverse, after, want)))
-        yield page
-        if (page.length < want) return
-        remaining -= page.length
-        after = page[page.length - 1].key
+      // A page's first line is [count, lastKey]: the next page is asked for (on a reader
+      // thread) before this one is parsed, so reading it overlaps parsing and consuming this
+      // one. At most one page is read ahead; the first one is small so the overlap starts soon.
+      let want = Math.min(KV_FIRST_PAGE, remaining)
+      let text = n.kvListPageNow(prefix, start, end, reverse, null, want) ?? (await n.kvListPage(prefix, start, end, reverse, null, want))
+      for (;;) {
+        const nl = text.indexOf('\n')
+        const [count, last] = JSON.parse(text.slice(0, nl))
+        remaining -= count
+        let next = null
+        if (count === want && remaining > 0) {
+          want = Math.min(KV_PAGE, remaining)
+          next = n.kvListPage(prefix, start, end, reverse, last, want)
+          // Handled when awaited; if the caller stops early it is simply dropped.
+          next.catch(() => {})
+        }
+        yield JSON.parse(text.slice(nl + 1))
+        if (next === null) return
+        text = await next
       }
     })
   }
@@ -470,7 +691,7 @@ class Collection {
   find(query) {
     const n = this.#n
     const coll = this.#name
-    const iterable = paged(async function* () {
+    const producePages = async function* () {
       str('collection name', coll)
       const q = opts('query', query)
       let remaining = optLimit(q.limit)
@@ -487,12 +708,14 @@ class Collection {
         resumeId = last.id
         resumeData = JSON.stringify(last.data)
       }
-    })
+    }
+    const iterable = paged(producePages)
+    // Straight from the pages: no promise per document.
     iterable.toArray = () =>
       guard(async () => {
-        const all = []
-        for await (const doc of iterable) all.push(doc)
-        return all
+        let all = null
+        for await (const page of producePages()) all = all === null ? page : all.concat(page)
+        return all ?? []
       })
     return iterable
   }
@@ -859,7 +1082,7 @@ class Sync {
   }
 
   /** Calls `listener(peerId)` on each "peer" (connected) or "synced" (caught up) event; returns
-   * the function that removes it. */
+   * the function that removes it. A listener that throws is reported as a process warning. */
   on(event, listener) {
     if (!SYNC_EVENTS.includes(event)) throw fail('INVALID_ARGUMENT', `sync.on: event must be "peer" or "synced", got ${describe(event)}`)
     if (typeof listener !== 'function') throw fail('INVALID_ARGUMENT', `sync.on: listener must be a function, got ${describe(listener)}`)
@@ -885,7 +1108,8 @@ class Sync {
         if (raw === null || raw === undefined) continue
         const { event, peerId } = JSON.parse(raw)
         for (const l of [...(this.#listeners.get(event) ?? [])]) {
-          try { l(peerId) } catch (err) { queueMicrotask(() => { throw err }) }
+          // A throwing listener must not take the process down (nor stop the others).
+          try { l(peerId) } catch (err) { process.emitWarning(`@cuitty/persist: a sync.on("${event}") listener threw: ${err && err.message}`) }
         }
       }
     } finally {
@@ -897,12 +1121,14 @@ class Sync {
 class Store {
   #n
   #subscriptions = new Set()
-  constructor(nativeStore) {
+  /** `adapter`: the user's custom adapter object, if any. */
+  constructor(nativeStore, adapter = null) {
     this.#n = nativeStore
     this.name = nativeStore.name
     this.adapter = nativeStore.adapter
     this.records = new Records(nativeStore)
-    this.kv = new KV(nativeStore)
+    const timeoutMs = adapter ? nativeStore.kvDirectTimeoutMs() : null
+    this.kv = new KV(nativeStore, timeoutMs === null ? null : new DirectKv(nativeStore, adapter, timeoutMs))
     this.blobs = new Blobs(nativeStore)
     this.events = new Events(nativeStore, this.#subscriptions)
     if (this.adapter === 'p2p') this.sync = new Sync(nativeStore)
@@ -1093,7 +1319,7 @@ function createStore(config) {
     const json = configJson(config)
     const adapter = config.adapter
     if (adapter !== null && typeof adapter === 'object' && ['get', 'put', 'delete', 'list'].every((m) => typeof adapter[m] === 'function')) {
-      return new Store(await native.openCustomStore(json, process.cwd(), batchDispatcher(adapter)))
+      return new Store(await native.openCustomStore(json, process.cwd(), batchDispatcher(adapter)), adapter)
     }
     return new Store(await native.openStore(json, process.cwd()))
   })

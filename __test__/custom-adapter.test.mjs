@@ -195,6 +195,54 @@ test("a hanging adapter times out, blocks neither the event loop nor other store
   await healthy.close();
 });
 
+test("plain sets stay ordered with compare-and-set, update and setMany on the same key, and a timed-out put frees its key", async () => {
+  const base = mapAdapter();
+  let hang = false;
+  const adapter = { ...base, put: (k, v) => (hang ? new Promise(() => {}) : base.put(k, v)) };
+  const store = await createStore({ name: name(), adapter, timeoutMs: 300 });
+  // One tick: a plain set, a compare-and-set on what it will have written, another plain set.
+  const first = store.kv.set("k", 1);
+  const firstEntry = await first;
+  const [cas, plain] = await Promise.allSettled([store.kv.set("k", 2, { ifVersion: firstEntry.version }), store.kv.set("k", 3)]);
+  assert.equal(cas.status, "fulfilled", cas.reason?.message);
+  assert.equal(plain.status, "fulfilled", plain.reason?.message);
+  assert.equal(await store.kv.get("k"), 3, "the sets of one tick land in the order they were made");
+  const entry = await store.kv.getEntry("k");
+  assert.equal(entry.version, plain.value.version);
+  assert.deepEqual(Object.keys(plain.value), ["key", "value", "version"]);
+  const ttl = await store.kv.set("t", { a: [1] }, { ttl: 60000 });
+  assert.deepEqual(ttl.value, { a: [1] });
+  assert.ok(Date.parse(ttl.expiresAt) > Date.now());
+  // setMany and a plain set of one of its keys, issued together: each is whole.
+  await Promise.all([store.kv.setMany([{ key: "m1", value: "many" }, { key: "m2", value: "many" }]), store.kv.set("m1", "one")]);
+  assert.ok(["many", "one"].includes(await store.kv.get("m1")));
+  assert.equal(await store.kv.get("m2"), "many");
+  // A put that never settles: TIMEOUT, and the key is free again afterwards.
+  hang = true;
+  const stuck = store.kv.set("h", 1);
+  const behind = store.kv.set("h", 2, { ifVersion: null });
+  await rejectsWith(stuck, "TIMEOUT", (e) => assert.match(e.message, /put\("kv\/h"\) did not settle within 300 ms/));
+  await rejectsWith(behind, "TIMEOUT");
+  hang = false;
+  await store.kv.set("h", 3);
+  assert.equal(await store.kv.get("h"), 3);
+  await store.close();
+});
+
+test("a get that returns something other than a record, or a record that is not a kv entry, is an error, never a value", async () => {
+  const base = mapAdapter();
+  const adapter = { ...base, get: async (k) => (k === "kv/str" ? "text" : k === "kv/odd" ? { not: "an entry" } : k === "kv/big" ? { value: 1n } : base.get(k)) };
+  const store = await createStore({ name: name(), adapter });
+  await store.kv.set("fine", 1);
+  const [str, odd, big, fine] = await Promise.allSettled(["str", "odd", "big", "fine"].map((k) => store.kv.get(k)));
+  assert.equal(str.reason?.code, "ADAPTER");
+  assert.ok(str.reason.cause instanceof TypeError);
+  assert.notEqual(odd.reason?.code, undefined, "a record without version is refused");
+  assert.equal(big.reason?.code, "ADAPTER");
+  assert.deepEqual(fine, { status: "fulfilled", value: 1 });
+  await store.close();
+});
+
 test("timeoutMs must be a positive integer", async () => {
   await rejectsWith(createStore({ name: name(), adapter: mapAdapter(), timeoutMs: 0 }), "INVALID_CONFIG", (e) => assert.match(e.message, /timeoutMs/));
   await rejectsWith(createStore({ name: name(), adapter: mapAdapter(), timeoutMs: "1s" }), "INVALID_CONFIG");

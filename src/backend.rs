@@ -13,10 +13,30 @@ use crate::query::{Filter, SortKey};
 /// JS numbers carry exactly, which every backend accepts).
 const LAST_SEQ: u64 = (1 << 53) - 1;
 
+/// Plain kv gets and sets the binding performs itself against a custom JS adapter, with every
+/// rule still decided here (see `keyspace::direct`).
+pub trait DirectKv: Send + Sync {
+    /// The bound on each adapter call.
+    fn timeout(&self) -> Duration;
+    /// The adapter key of a (validated) user kv key.
+    fn stored_key(&self, key: &str) -> String;
+    /// What to write for each plain set of a batch, with its key locked until `sets_done`; the
+    /// rest (conditions, keys locked meanwhile) is left to `kv_set_each`.
+    fn plan_sets(&self, sets: Vec<(usize, KvSet)>) -> Result<crate::keyspace::direct::SetPlan>;
+    fn sets_done(&self, ticket: u64, indexes: &[usize]);
+    /// The value (JSON text) of a kv record the adapter returned, or None when it has expired.
+    fn value(&self, stored_key: &str, record: &str) -> Result<Option<String>>;
+}
+
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
     /// `"sqlite"`, `"postgres"`, ...
     fn kind(&self) -> &'static str;
+
+    /// Some on custom adapters: plain kv gets and sets the binding may perform itself.
+    fn direct_kv(&self) -> Option<&dyn DirectKv> {
+        None
+    }
 
     // kv
     /// Answers a point read at once on the calling thread when that is cheap and cannot block

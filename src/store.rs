@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::backend::{Backend, BlobReader, BlobUpload};
+use crate::backend::{Backend, BlobReader, BlobUpload, DirectKv};
 use crate::clock::new_id;
 use crate::config::{self, AdapterConfig, StoreConfig};
 use crate::error::{PersistError, Result};
+use crate::keyspace::direct::SetPlan;
 use crate::keyspace::{KeyValue, KeyspaceBackend};
 use crate::model::*;
 use crate::query::{self, FieldPath};
@@ -212,6 +213,42 @@ impl Store {
         let (results, valid) = check_sets(sets);
         let done = backend.kv_set_each_now(valid).ok()?;
         Some(Ok(merge_results(results, done)))
+    }
+
+    /// The backend's direct kv path (custom adapters), or None; CLOSED after `close()`.
+    pub fn direct_kv(&self) -> Result<Option<&dyn DirectKv>> {
+        Ok(self.open_backend()?.direct_kv())
+    }
+
+    /// Plans the sets of a batch for the direct path: the sets that fail validation (by
+    /// position), and the plan for the others (see `DirectKv::plan_sets`). None: no direct path.
+    pub fn kv_direct_plan(&self, sets: Vec<KvSetRequest>) -> Result<Option<DirectSetPlan>> {
+        let Some(direct) = self.direct_kv()? else {
+            return Ok(None);
+        };
+        let mut invalid = Vec::new();
+        let mut valid = Vec::with_capacity(sets.len());
+        for (i, (key, value, ttl, cond)) in sets.into_iter().enumerate() {
+            match kv_set_checked(key, value, ttl, cond) {
+                Ok(set) => valid.push((i, set)),
+                Err(e) => invalid.push((i, e)),
+            }
+        }
+        Ok(Some((invalid, direct.plan_sets(valid)?)))
+    }
+
+    /// The adapter keys of user kv keys for the direct path (validated); None: no direct path.
+    pub fn kv_direct_keys(&self, keys: &[String]) -> Result<Option<Vec<String>>> {
+        let Some(direct) = self.direct_kv()? else {
+            return Ok(None);
+        };
+        keys.iter()
+            .map(|key| {
+                validate::name("kv key", key)?;
+                Ok(direct.stored_key(key))
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
     }
 
     pub async fn kv_set_many(&self, entries: Vec<(String, String, Option<f64>)>) -> Result<()> {
@@ -647,6 +684,9 @@ fn merge_results(
         })
         .collect()
 }
+
+/// The sets of a batch that failed validation (by position), and the plan for the others.
+pub type DirectSetPlan = (Vec<(usize, PersistError)>, SetPlan);
 
 /// A kv set as the binding receives it: key, value (JSON text), ttl, condition.
 pub type KvSetRequest = (String, String, Option<f64>, IfVersion<String>);

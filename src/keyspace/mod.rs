@@ -8,6 +8,7 @@
 //! the stream head written last) or are rolled back. Several processes sharing one custom
 //! adapter get none of that from us: see the README.
 
+pub mod direct;
 pub mod layout;
 mod memory;
 
@@ -45,6 +46,11 @@ pub enum Stored {
 pub trait KeyValue: Send + Sync + 'static {
     /// The store's `adapter` name (`"custom"`, `"s3"`).
     fn kind(&self) -> &'static str;
+    /// Some(the bound on each call) when the binding may call this store itself for plain kv
+    /// gets and sets (a custom JS adapter, which lives on the JS thread: see `direct`).
+    fn call_timeout(&self) -> Option<Duration> {
+        None
+    }
     async fn get(&self, key: &str) -> Result<Option<Stored>>;
     async fn put(&self, key: &str, value: Stored) -> Result<()>;
     async fn delete(&self, key: &str) -> Result<()>;
@@ -419,6 +425,8 @@ pub struct Inner {
     store: Arc<dyn KeyValue>,
     locks: KeyLocks,
     changed: tokio::sync::watch::Sender<u64>,
+    /// Key locks held by sets the binding performs itself (`direct`).
+    held: direct::Held,
 }
 
 impl std::ops::Deref for KeyspaceBackend {
@@ -434,6 +442,7 @@ impl KeyspaceBackend {
             store,
             locks: KeyLocks::default(),
             changed: tokio::sync::watch::channel(0).0,
+            held: Default::default(),
         };
         KeyspaceBackend {
             inner: Arc::new(inner),
@@ -930,6 +939,12 @@ fn range_order(reverse: bool) -> impl Fn(&String, &String) -> Ordering {
 impl Backend for KeyspaceBackend {
     fn kind(&self) -> &'static str {
         self.store.kind()
+    }
+
+    fn direct_kv(&self) -> Option<&dyn crate::backend::DirectKv> {
+        self.store
+            .call_timeout()
+            .map(|_| &*self.inner as &dyn crate::backend::DirectKv)
     }
 
     // ---- kv ----

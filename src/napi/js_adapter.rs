@@ -268,27 +268,44 @@ impl JsKeyValue {
                 waiting(|map| map.remove(&id));
                 return Err(PersistError::new(
                     ErrorCode::Timeout,
-                    format!(
-                        "the custom adapter's {} did not settle within {} ms",
-                        Self::describe(op, key),
-                        self.timeout.as_millis()
-                    ),
+                    timeout_message(op, key, self.timeout.as_millis() as f64),
                 ));
             }
         };
         if let Reply::Failed { message, cause_ref } = reply {
-            let mut err = PersistError::new(
-                ErrorCode::Adapter,
-                format!(
-                    "the custom adapter's {} failed: {message}",
-                    Self::describe(op, key)
-                ),
-            );
+            let mut err = PersistError::new(ErrorCode::Adapter, failure_message(op, key, &message));
             err.cause_ref = cause_ref;
             return Err(err);
         }
         Ok(reply)
     }
+}
+
+fn failure_message(op: &str, key: &str, message: &str) -> String {
+    format!(
+        "the custom adapter's {} failed: {message}",
+        JsKeyValue::describe(op, key)
+    )
+}
+
+fn timeout_message(op: &str, key: &str, timeout_ms: f64) -> String {
+    format!(
+        "the custom adapter's {} did not settle within {timeout_ms} ms",
+        JsKeyValue::describe(op, key)
+    )
+}
+
+/// The message of a failed adapter call that index.js made itself (the direct kv path), in the
+/// same words as the calls made through the core.
+#[napi]
+pub fn adapter_failure_message(op: String, key: String, message: String) -> String {
+    failure_message(&op, &key, &message)
+}
+
+/// The message of an adapter call of index.js's direct kv path that did not settle in time.
+#[napi]
+pub fn adapter_timeout_message(op: String, key: String, timeout_ms: f64) -> String {
+    timeout_message(&op, &key, timeout_ms)
 }
 
 fn unexpected(what: &str) -> PersistError {
@@ -301,6 +318,10 @@ fn unexpected(what: &str) -> PersistError {
 impl KeyValue for JsKeyValue {
     fn kind(&self) -> &'static str {
         "custom"
+    }
+
+    fn call_timeout(&self) -> Option<Duration> {
+        Some(self.timeout)
     }
 
     async fn get(&self, key: &str) -> CoreResult<Option<Stored>> {

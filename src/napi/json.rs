@@ -5,6 +5,14 @@ use crate::clock::iso8601;
 use crate::model::{BlobInfo, Doc, KvEntry, StoredEvent};
 
 fn push_str(out: &mut String, s: &str) {
+    // Most keys, ids and versions need no escaping: copied as they are, without an allocation.
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(s.len() + 2);
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     // serde_json's string escaping cannot fail for a &str.
     out.push_str(&serde_json::to_string(s).unwrap_or_default());
 }
@@ -63,16 +71,41 @@ pub fn blob_info(out: &mut String, b: &BlobInfo) {
     out.push('}');
 }
 
-pub fn array<T>(items: &[T], mut each: impl FnMut(&mut String, &T)) -> String {
+pub fn array<T>(items: &[T], each: impl FnMut(&mut String, &T)) -> String {
     let mut out = String::with_capacity(64 + items.len() * 128);
+    array_into(&mut out, items, each);
+    out
+}
+
+fn array_into<T>(out: &mut String, items: &[T], mut each: impl FnMut(&mut String, &T)) {
     out.push('[');
     for (i, item) in items.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        each(&mut out, item);
+        each(out, item);
+        if i == 0 {
+            // Room for the rest, judged by the first item (values are often alike in size).
+            out.reserve(out.len() * (items.len() - 1));
+        }
     }
     out.push(']');
+}
+
+/// A kv list page as `[count,lastKey]` on a first line, then the entries: index.js reads the
+/// first line and asks for the next page before it parses this one, so the next page is read
+/// (on a reader thread) while this one is parsed and consumed.
+pub fn kv_page(page: &[KvEntry]) -> String {
+    let mut out = String::with_capacity(64);
+    out.push('[');
+    out.push_str(&page.len().to_string());
+    out.push(',');
+    match page.last() {
+        Some(last) => push_str(&mut out, &last.key),
+        None => out.push_str("null"),
+    }
+    out.push_str("]\n");
+    array_into(&mut out, page, kv_entry);
     out
 }
 

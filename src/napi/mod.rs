@@ -20,6 +20,7 @@ use serde_json::value::RawValue;
 use tokio::sync::Mutex;
 
 use crate::backend::{BlobReader, BlobUpload};
+use crate::clock::iso8601;
 use crate::error::{PersistError, Result as CoreResult};
 use crate::model::{BlobMeta, ByteRange, IfVersion, KvRange, NewEvent};
 use crate::store::{KvSetRequest, Store};
@@ -193,6 +194,118 @@ impl NativeStore {
         }
     }
 
+    // ---- kv on custom adapters, performed by index.js itself (see keyspace::direct) ----
+
+    /// The adapter call bound in ms when index.js may call the adapter itself for plain kv
+    /// gets and sets (custom adapters); null otherwise.
+    #[napi]
+    pub fn kv_direct_timeout_ms(&self) -> Result<Option<f64>> {
+        Ok(self
+            .store
+            .direct_kv()
+            .js()?
+            .map(|d| d.timeout().as_millis() as f64))
+    }
+
+    /// Plans the sets of one tick (`ops` as for `kvSetBatch`) for index.js to write itself.
+    /// JSON `[ticket, planned, deferred, invalid]`: planned `[index, adapterKey, record,
+    /// version, expiresAt|null]` (record: what to `put`, its key locked until
+    /// `kvDirectSetsDone`), deferred the indexes to send through `kvSetBatch`, invalid
+    /// `[index, {code, message}]`. Null when the store has no direct path.
+    #[napi]
+    pub fn kv_direct_set_plan(&self, ops: String) -> Result<Option<String>> {
+        let sets = parse_set_batch(&ops)?;
+        let Some((invalid, plan)) = self.store.kv_direct_plan(sets).js()? else {
+            return Ok(None);
+        };
+        let mut out = String::with_capacity(64 + plan.planned.len() * 256);
+        out.push_str(&format!("[{},[", plan.ticket));
+        for (n, p) in plan.planned.iter().enumerate() {
+            if n > 0 {
+                out.push(',');
+            }
+            out.push_str(&format!("[{},", p.index));
+            out.push_str(&serde_json::to_string(&p.stored_key).unwrap_or_default());
+            out.push(',');
+            out.push_str(&p.record);
+            out.push(',');
+            out.push_str(&serde_json::to_string(&p.entry.version).unwrap_or_default());
+            out.push(',');
+            match p.entry.expires_at {
+                Some(at) => out.push_str(&serde_json::to_string(&iso8601(at)).unwrap_or_default()),
+                None => out.push_str("null"),
+            }
+            out.push(']');
+        }
+        out.push_str("],");
+        out.push_str(&serde_json::to_string(&plan.deferred).unwrap_or_default());
+        out.push_str(",[");
+        for (n, (i, e)) in invalid.iter().enumerate() {
+            if n > 0 {
+                out.push(',');
+            }
+            let body = serde_json::json!({ "code": e.code.as_str(), "message": e.message });
+            out.push_str(&format!("[{i},{body}]"));
+        }
+        out.push_str("]]");
+        Ok(Some(out))
+    }
+
+    /// The planned sets of `ticket` at these indexes have settled: their keys are unlocked.
+    /// Harmless after `close()` or when repeated.
+    #[napi]
+    pub fn kv_direct_sets_done(&self, ticket: f64, indexes: Vec<u32>) {
+        if let Ok(Some(direct)) = self.store.direct_kv() {
+            let indexes: Vec<usize> = indexes.into_iter().map(|i| i as usize).collect();
+            direct.sets_done(ticket as u64, &indexes);
+        }
+    }
+
+    /// JSON array of the adapter keys of `keys` (validated); null when the store has no direct
+    /// path.
+    #[napi]
+    pub fn kv_direct_keys(&self, keys: Vec<String>) -> Result<Option<String>> {
+        Ok(self
+            .store
+            .kv_direct_keys(&keys)
+            .js()?
+            .map(|stored| json::strings(&stored)))
+    }
+
+    /// What kv records the adapter returned mean: `records` is a JSON array of `[adapterKey,
+    /// record]`; per item, `[value]`, `0` (expired) or `{code, message}` (not a kv record).
+    #[napi]
+    pub fn kv_direct_values(&self, records: String) -> Result<String> {
+        let Some(direct) = self.store.direct_kv().js()? else {
+            return Err(to_js(PersistError::internal(
+                "kvDirectValues: no direct path",
+            )));
+        };
+        let items: Vec<(String, Box<RawValue>)> = serde_json::from_str(&records)
+            .map_err(|e| to_js(PersistError::internal(format!("kvDirectValues: {e}"))))?;
+        let mut out = String::with_capacity(16 + records.len());
+        out.push('[');
+        for (n, (stored_key, record)) in items.iter().enumerate() {
+            if n > 0 {
+                out.push(',');
+            }
+            match direct.value(stored_key, record.get()) {
+                Ok(Some(value)) => {
+                    out.push('[');
+                    out.push_str(&value);
+                    out.push(']');
+                }
+                Ok(None) => out.push('0'),
+                Err(e) => out.push_str(
+                    &serde_json::json!({ "code": e.code.as_str(), "message": e.message })
+                        .to_string(),
+                ),
+            }
+        }
+        out.push(']');
+        Ok(out)
+    }
+
     #[napi]
     pub async fn kv_set_many(
         &self,
@@ -241,7 +354,7 @@ impl NativeStore {
             .kv_list_page(range, after, limit as usize)
             .await
             .js()?;
-        Ok(json::array(&page, json::kv_entry))
+        Ok(json::kv_page(&page))
     }
 
     /// `kvListPage` answered on this thread when that is quick (see `Store::kv_list_page_now`);
@@ -268,7 +381,7 @@ impl NativeStore {
             .kv_list_page_now(&range, after.as_deref(), limit as usize)
         {
             None => Ok(None),
-            Some(page) => Ok(Some(json::array(&page.js()?, json::kv_entry))),
+            Some(page) => Ok(Some(json::kv_page(&page.js()?))),
         }
     }
 

@@ -716,13 +716,7 @@ impl Backend for SqliteBackend {
     }
     async fn kv_set_many(&self, sets: Vec<KvSet>) -> Result<()> {
         let store = self.shared.store_id;
-        self.write(move |c| {
-            for set in sets {
-                kv::set(c, store, set)?;
-            }
-            Ok(())
-        })
-        .await
+        self.write(move |c| kv::set_many(c, store, sets)).await
     }
     async fn kv_delete(&self, key: String, if_version: Option<String>) -> Result<bool> {
         let store = self.shared.store_id;
