@@ -298,7 +298,7 @@ class DirectKv {
   /** Runs pending value gets (see KV#get); a record the core must judge by itself (bytes at a
    * kv key) goes to `getThroughCore`. Throws when a key is invalid (the caller retries each). */
   gets(batch, getThroughCore) {
-    const keys = JSON.parse(this.#n.kvDirectKeys(batch.map((g) => g.key)))
+    const keys = this.#n.kvDirectKeys(batch.map((g) => g.key)).split('\0')
     const bound = { remaining: batch.length, timer: null }
     const calls = batch.map((g, i) => ({ bound, g, key: keys[i], settled: false }))
     this.#bound(bound, calls, 'get', (call, error) => this.#getSettled(call, null, error))
@@ -339,7 +339,7 @@ class DirectKv {
     this.#settledGets = []
     let text
     try {
-      text = JSON.stringify(calls.map((c) => [c.key, c.record]))
+      text = JSON.stringify(calls.map((c) => c.record))
     } catch {
       // One record is not JSON (a BigInt, a cycle): that get fails, the others are decoded.
       const ok = []
@@ -359,7 +359,7 @@ class DirectKv {
     }
     let values
     try {
-      values = JSON.parse(this.#n.kvDirectValues(text))
+      values = JSON.parse(this.#n.kvDirectValues(calls.map((c) => c.key).join('\0'), text))
     } catch (err) {
       const e = fromNative(err)
       for (const c of calls) c.g.reject(e)
@@ -568,17 +568,30 @@ class KV {
   setMany(entries) {
     return guard(async () => {
       if (!Array.isArray(entries)) throw fail('INVALID_ARGUMENT', `entries must be an array, got ${describe(entries)}`)
-      const keys = new Array(entries.length)
-      const values = new Array(entries.length)
-      const ttls = new Array(entries.length)
-      entries.forEach((e, i) => {
-        opts(`entries[${i}]`, e)
-        keys[i] = str(`entries[${i}].key`, e.key)
-        values[i] = toJson(`entries[${i}].value`, e.value)
-        ttls[i] = optNum(`entries[${i}].ttl`, e.ttl)
-      })
-      if (entries.length === 0) return
-      await this.#n.kvSetMany(keys, values, ttls)
+      const n = entries.length
+      if (n === 0) return
+      const keys = new Array(n)
+      const values = new Array(n)
+      let ttls = null
+      for (let i = 0; i < n; i++) {
+        // The checks' messages (which name the entry) are only built for an entry that fails.
+        let e = entries[i]
+        if (e === null || typeof e !== 'object' || Array.isArray(e)) e = opts(`entries[${i}]`, e)
+        const key = e.key
+        keys[i] = typeof key === 'string' ? key : str(`entries[${i}].key`, key)
+        let json
+        try {
+          json = JSON.stringify(e.value)
+        } catch {}
+        values[i] = json !== undefined ? json : toJson(`entries[${i}].value`, e.value)
+        if (e.ttl !== undefined && e.ttl !== null) {
+          ttls ??= new Array(n).fill(null)
+          ttls[i] = optNum(`entries[${i}].ttl`, e.ttl)
+        }
+      }
+      // Two strings cross instead of 2n: keys as JSON, values joined by NUL (which
+      // JSON.stringify never writes raw).
+      await this.#n.kvSetMany(JSON.stringify(keys), values.join('\0'), ttls)
     })
   }
 

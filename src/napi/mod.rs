@@ -261,31 +261,38 @@ impl NativeStore {
         }
     }
 
-    /// JSON array of the adapter keys of `keys` (validated); null when the store has no direct
-    /// path.
+    /// The adapter keys of `keys` (validated), joined by NUL (which no key holds: cheaper to
+    /// split than JSON to parse); null when the store has no direct path.
     #[napi]
     pub fn kv_direct_keys(&self, keys: Vec<String>) -> Result<Option<String>> {
         Ok(self
             .store
             .kv_direct_keys(&keys)
             .js()?
-            .map(|stored| json::strings(&stored)))
+            .map(|stored| stored.join("\0")))
     }
 
-    /// What kv records the adapter returned mean: `records` is a JSON array of `[adapterKey,
-    /// record]`; per item, `[value]`, `0` (expired) or `{code, message}` (not a kv record).
+    /// What kv records the adapter returned mean: `keys` are their adapter keys joined by NUL,
+    /// `records` a JSON array of the records; per item, `[value]`, `0` (expired) or `{code,
+    /// message}` (not a kv record).
     #[napi]
-    pub fn kv_direct_values(&self, records: String) -> Result<String> {
+    pub fn kv_direct_values(&self, keys: String, records: String) -> Result<String> {
         let Some(direct) = self.store.direct_kv().js()? else {
             return Err(to_js(PersistError::internal(
                 "kvDirectValues: no direct path",
             )));
         };
-        let items: Vec<(String, Box<RawValue>)> = serde_json::from_str(&records)
+        let parsed: Vec<&RawValue> = serde_json::from_str(&records)
             .map_err(|e| to_js(PersistError::internal(format!("kvDirectValues: {e}"))))?;
+        let keys: Vec<&str> = keys.split('\0').collect();
+        if keys.len() != parsed.len() {
+            return Err(to_js(PersistError::internal(
+                "kvDirectValues: one key per record expected",
+            )));
+        }
         let mut out = String::with_capacity(16 + records.len());
         out.push('[');
-        for (n, (stored_key, record)) in items.iter().enumerate() {
+        for (n, (stored_key, record)) in keys.into_iter().zip(parsed).enumerate() {
             if n > 0 {
                 out.push(',');
             }
@@ -306,23 +313,32 @@ impl NativeStore {
         Ok(out)
     }
 
+    /// `keys`: a JSON array of strings; `values`: the values' JSON texts joined by NUL (which
+    /// JSON text never holds raw); `ttls`: null, or one ttl or null per entry. Two strings
+    /// cross instead of two per entry.
     #[napi]
     pub async fn kv_set_many(
         &self,
-        keys: Vec<String>,
-        values: Vec<String>,
-        ttls: Vec<Option<f64>>,
+        keys: String,
+        values: String,
+        ttls: Option<Vec<Option<f64>>>,
     ) -> Result<()> {
-        if keys.len() != values.len() || keys.len() != ttls.len() {
+        let keys: Vec<String> = serde_json::from_str(&keys)
+            .map_err(|e| to_js(PersistError::internal(format!("kvSetMany: keys: {e}"))))?;
+        let values: Vec<&str> = values.split('\0').collect();
+        if keys.len() != values.len() || ttls.as_ref().is_some_and(|t| t.len() != keys.len()) {
             return Err(to_js(PersistError::internal(
                 "kvSetMany: mismatched argument lengths",
             )));
         }
+        let mut ttls = ttls.map(Vec::into_iter);
         let entries = keys
             .into_iter()
             .zip(values)
-            .zip(ttls)
-            .map(|((k, v), t)| (k, v, t))
+            .map(|(k, v)| {
+                let ttl = ttls.as_mut().and_then(|t| t.next().flatten());
+                (k, v.to_string(), ttl)
+            })
             .collect();
         self.store.kv_set_many(entries).await.js()
     }
