@@ -12,9 +12,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{layout, raw, to_json, Inner, KvRecord};
+use super::{layout, new_kv_record, Inner};
 use crate::backend::DirectKv;
-use crate::clock::{new_version, now_ms};
+use crate::clock::now_ms;
 use crate::error::Result;
 use crate::model::{IfVersion, KvEntry, KvSet};
 
@@ -79,25 +79,14 @@ impl Inner {
                 deferred_keys.insert(stored_key);
                 continue;
             };
-            let entry = KvEntry {
-                key: set.key,
-                value: set.value,
-                version: new_version(),
-                expires_at: set.ttl_ms.map(|ttl| now.saturating_add(ttl as i64)),
+            let (entry, record) = match new_kv_record(set, now) {
+                Ok(made) => made,
+                Err(e) => {
+                    self.locks.release(&stored_key, guard);
+                    self.direct_sets_done(ticket, plan.planned.iter().map(|p| p.index));
+                    return Err(e);
+                }
             };
-            let record = KvRecord {
-                value: match raw(&entry.value) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        self.locks.release(&stored_key, guard);
-                        self.direct_sets_done(ticket, plan.planned.iter().map(|p| p.index));
-                        return Err(e);
-                    }
-                },
-                version: entry.version.clone(),
-                expires_at: entry.expires_at,
-            };
-            let record = to_json(&record)?;
             self.held
                 .locks
                 .lock()

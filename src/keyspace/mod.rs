@@ -339,6 +339,23 @@ struct StreamHead {
     last_seq: u64,
 }
 
+/// What a set writes: its entry (a new version, the expiry of its ttl from `now`) and the
+/// stored record (JSON text).
+fn new_kv_record(set: KvSet, now: i64) -> Result<(KvEntry, String)> {
+    let entry = KvEntry {
+        key: set.key,
+        value: set.value,
+        version: new_version(),
+        expires_at: set.ttl_ms.map(|ttl| now.saturating_add(ttl as i64)),
+    };
+    let record = KvRecord {
+        value: raw(&entry.value)?,
+        version: entry.version.clone(),
+        expires_at: entry.expires_at,
+    };
+    Ok((entry, to_json(&record)?))
+}
+
 fn raw(json: &str) -> Result<Box<RawValue>> {
     RawValue::from_string(json.to_string())
         .map_err(|e| PersistError::invalid_value(format!("not valid JSON: {e}")))
@@ -670,20 +687,8 @@ impl Inner {
     }
 
     async fn kv_write(&self, set: KvSet) -> Result<KvEntry> {
-        let now = now_ms();
-        let entry = KvEntry {
-            key: set.key,
-            value: set.value,
-            version: new_version(),
-            expires_at: set.ttl_ms.map(|ttl| now.saturating_add(ttl as i64)),
-        };
-        let rec = KvRecord {
-            value: raw(&entry.value)?,
-            version: entry.version.clone(),
-            expires_at: entry.expires_at,
-        };
-        self.put_json(&layout::kv(&entry.key), to_json(&rec)?)
-            .await?;
+        let (entry, record) = new_kv_record(set, now_ms())?;
+        self.put_json(&layout::kv(&entry.key), record).await?;
         Ok(entry)
     }
 
@@ -963,19 +968,8 @@ impl Backend for KeyspaceBackend {
         loop {
             let (current, seen) = self.kv_read(&set.key, now_ms()).await?;
             check_kv(current.as_ref(), &set.if_version, &set.key)?;
-            let now = now_ms();
-            let entry = KvEntry {
-                key: set.key.clone(),
-                value: set.value.clone(),
-                version: new_version(),
-                expires_at: set.ttl_ms.map(|ttl| now.saturating_add(ttl as i64)),
-            };
-            let rec = KvRecord {
-                value: raw(&entry.value)?,
-                version: entry.version.clone(),
-                expires_at: entry.expires_at,
-            };
-            if self.put_checked(&stored_key, to_json(&rec)?, seen).await? {
+            let (entry, record) = new_kv_record(set.clone(), now_ms())?;
+            if self.put_checked(&stored_key, record, seen).await? {
                 return Ok(entry);
             }
             // Another client wrote in between: check the condition again against its value.
