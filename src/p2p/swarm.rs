@@ -839,12 +839,21 @@ impl Task {
                 } else {
                     Vec::new()
                 };
+                let answered_something = !msgs.is_empty();
                 self.receive(peer, msgs);
                 self.again.remove(&peer);
                 self.round(peer, false);
                 if !self.inflight.contains_key(&peer) {
-                    // Nothing left to say after their answer: caught up.
-                    self.mark_synced(peer);
+                    if answered_something {
+                        // Nothing left to say after an answer that said something: one more,
+                        // empty, round, so the answering side too sees a round end with
+                        // nothing left either way (it cannot tell otherwise, and would never
+                        // count us as caught up: `waitFor` on it would time out).
+                        self.round(peer, true);
+                    } else {
+                        // Nothing left to say after their empty answer: caught up.
+                        self.mark_synced(peer);
+                    }
                 }
             }
             Event::OutboundFailure {
