@@ -256,15 +256,7 @@ class DirectKv {
     this.#bound(bound, calls, 'put', (call, error) => this.#setSettled(call, error))
     for (let n = 0; n < calls.length; n++) {
       const call = calls[n]
-      const ok = () => this.#setSettled(call, null)
-      const failed = (err) => this.#setSettled(call, adapterFailure('put', call.key, err))
-      try {
-        const result = this.#put(call.key, planned[n][2])
-        if (result !== null && typeof result === 'object' && typeof result.then === 'function') result.then(ok, failed)
-        else ok()
-      } catch (err) {
-        failed(err)
-      }
+      callAdapter(this.#put, call.key, planned[n][2], () => this.#setSettled(call, null), (err) => this.#setSettled(call, adapterFailure('put', call.key, err)))
     }
   }
 
@@ -314,14 +306,7 @@ class DirectKv {
         }
         this.#getSettled(call, record, null)
       }
-      const failed = (err) => this.#getSettled(call, null, adapterFailure('get', call.key, err))
-      try {
-        const result = this.#get(call.key)
-        if (result !== null && typeof result === 'object' && typeof result.then === 'function') result.then(ok, failed)
-        else ok(result)
-      } catch (err) {
-        failed(err)
-      }
+      callAdapter(this.#get, call.key, undefined, ok, (err) => this.#getSettled(call, null, adapterFailure('get', call.key, err)))
     }
   }
 
@@ -382,6 +367,20 @@ class DirectKv {
       }
     }, this.#timeoutMs)
   }
+}
+
+/** Calls `method(key[, value])` of an adapter: its result (or what its promise resolves to)
+ * goes to `ok`, a synchronous throw or a rejection to `failed`. */
+function callAdapter(method, key, value, ok, failed) {
+  let result
+  try {
+    result = value === undefined ? method(key) : method(key, value)
+  } catch (err) {
+    failed(err)
+    return
+  }
+  if (result !== null && typeof result === 'object' && typeof result.then === 'function') result.then(ok, failed)
+  else ok(result)
 }
 
 /** Marks a direct call settled; false if it already was. The last call of a batch to settle
@@ -726,9 +725,9 @@ class Collection {
     // Straight from the pages: no promise per document.
     iterable.toArray = () =>
       guard(async () => {
-        let all = null
-        for await (const page of producePages()) all = all === null ? page : all.concat(page)
-        return all ?? []
+        const all = []
+        for await (const page of producePages()) for (const doc of page) all.push(doc)
+        return all
       })
     return iterable
   }

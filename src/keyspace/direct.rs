@@ -9,7 +9,7 @@
 //! path as before.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use super::{layout, new_kv_record, Inner};
@@ -152,11 +152,8 @@ impl super::KeyLocks {
             Ok(guard) => Some(guard),
             Err(_) => {
                 // Someone else holds it: let go of our reference the way a guard would.
-                let mut map = self.locks.lock().unwrap_or_else(|e| e.into_inner());
                 drop(mutex);
-                if map.get(key).is_some_and(|m| Arc::strong_count(m) == 1) {
-                    map.remove(key);
-                }
+                self.forget_if_unused(key);
                 None
             }
         }
@@ -165,10 +162,7 @@ impl super::KeyLocks {
     /// Releases a guard from `try_lock_owned`, dropping the map entry when nobody else uses it.
     pub(super) fn release(&self, key: &str, guard: tokio::sync::OwnedMutexGuard<()>) {
         drop(guard);
-        let mut map = self.locks.lock().unwrap_or_else(|e| e.into_inner());
-        if map.get(key).is_some_and(|m| Arc::strong_count(m) == 1) {
-            map.remove(key);
-        }
+        self.forget_if_unused(key);
     }
 }
 
@@ -176,6 +170,7 @@ impl super::KeyLocks {
 mod tests {
     use super::*;
     use crate::keyspace::{KeyValue, KeyspaceBackend, MemoryKeyValue, Stored};
+    use std::sync::Arc;
 
     fn plain(key: &str, value: &str) -> KvSet {
         KvSet {

@@ -376,17 +376,20 @@ struct KeyGuard<'a> {
 impl Drop for KeyGuard<'_> {
     fn drop(&mut self) {
         self.guard.take();
-        let mut map = self.locks.locks.lock().unwrap_or_else(|e| e.into_inner());
-        if map
-            .get(&self.key)
-            .is_some_and(|m| Arc::strong_count(m) == 1)
-        {
-            map.remove(&self.key);
-        }
+        self.locks.forget_if_unused(&self.key);
     }
 }
 
 impl KeyLocks {
+    /// Drops the key's entry once nobody holds or waits for its lock (the map's own reference
+    /// is the last one).
+    fn forget_if_unused(&self, key: &str) {
+        let mut map = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        if map.get(key).is_some_and(|m| Arc::strong_count(m) == 1) {
+            map.remove(key);
+        }
+    }
+
     async fn lock(&self, key: String) -> KeyGuard<'_> {
         let mutex = {
             let mut map = self.locks.lock().unwrap_or_else(|e| e.into_inner());
@@ -674,16 +677,7 @@ impl Inner {
         let Some(json) = self.get_json(&stored_key).await? else {
             return Ok(None);
         };
-        let rec: KvRecord = parse(&stored_key, &json)?;
-        if rec.expires_at.is_some_and(|at| at <= now) {
-            return Ok(None);
-        }
-        Ok(Some(KvEntry {
-            key: key.to_string(),
-            value: rec.value.get().to_string(),
-            version: rec.version,
-            expires_at: rec.expires_at,
-        }))
+        Inner::kv_entry(key, &stored_key, &json, now)
     }
 
     async fn kv_write(&self, set: KvSet) -> Result<KvEntry> {

@@ -2,9 +2,11 @@
 //! Stored values are already JSON text, so they are spliced in, not re-serialised.
 
 use crate::clock::iso8601;
+use crate::error::PersistError;
 use crate::model::{BlobInfo, Doc, KvEntry, StoredEvent};
 
-fn push_str(out: &mut String, s: &str) {
+/// `s` as a JSON string.
+pub fn push_str(out: &mut String, s: &str) {
     // Most keys, ids and versions need no escaping: copied as they are, without an allocation.
     if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
         out.reserve(s.len() + 2);
@@ -107,6 +109,14 @@ pub fn kv_page(page: &[KvEntry]) -> String {
     out.push_str("]\n");
     array_into(&mut out, page, kv_entry);
     out
+}
+
+/// An error as the `{code, message, causeRef}` body index.js turns into a PersistError.
+pub fn error_body(out: &mut String, e: &PersistError) {
+    let body = serde_json::json!({
+        "code": e.code.as_str(), "message": e.message, "causeRef": e.cause_ref,
+    });
+    out.push_str(&body.to_string());
 }
 
 pub fn one<T>(item: &T, each: impl FnOnce(&mut String, &T)) -> String {

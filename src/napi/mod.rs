@@ -28,12 +28,9 @@ use crate::store::{KvSetRequest, Store};
 pub(crate) const ERROR_TAG: &str = "\u{0}PERSIST";
 
 fn to_js(err: PersistError) -> Error {
-    let body = serde_json::json!({
-        "code": err.code.as_str(),
-        "message": err.message,
-        "causeRef": err.cause_ref,
-    });
-    Error::new(Status::GenericFailure, format!("{ERROR_TAG}{body}"))
+    let mut reason = ERROR_TAG.to_string();
+    json::error_body(&mut reason, &err);
+    Error::new(Status::GenericFailure, reason)
 }
 
 trait IntoJs<T> {
@@ -225,14 +222,14 @@ impl NativeStore {
                 out.push(',');
             }
             out.push_str(&format!("[{},", p.index));
-            out.push_str(&serde_json::to_string(&p.stored_key).unwrap_or_default());
+            json::push_str(&mut out, &p.stored_key);
             out.push(',');
             out.push_str(&p.record);
             out.push(',');
-            out.push_str(&serde_json::to_string(&p.entry.version).unwrap_or_default());
+            json::push_str(&mut out, &p.entry.version);
             out.push(',');
             match p.entry.expires_at {
-                Some(at) => out.push_str(&serde_json::to_string(&iso8601(at)).unwrap_or_default()),
+                Some(at) => json::push_str(&mut out, &iso8601(at)),
                 None => out.push_str("null"),
             }
             out.push(']');
@@ -244,8 +241,9 @@ impl NativeStore {
             if n > 0 {
                 out.push(',');
             }
-            let body = serde_json::json!({ "code": e.code.as_str(), "message": e.message });
-            out.push_str(&format!("[{i},{body}]"));
+            out.push_str(&format!("[{i},"));
+            json::error_body(&mut out, e);
+            out.push(']');
         }
         out.push_str("]]");
         Ok(Some(out))
@@ -303,10 +301,7 @@ impl NativeStore {
                     out.push(']');
                 }
                 Ok(None) => out.push('0'),
-                Err(e) => out.push_str(
-                    &serde_json::json!({ "code": e.code.as_str(), "message": e.message })
-                        .to_string(),
-                ),
+                Err(e) => json::error_body(&mut out, &e),
             }
         }
         out.push(']');
@@ -914,10 +909,9 @@ fn set_results_json(results: &[CoreResult<crate::model::KvEntry>]) -> String {
             out.push('}');
         }
         Err(e) => {
-            let body = serde_json::json!({
-                "code": e.code.as_str(), "message": e.message, "causeRef": e.cause_ref,
-            });
-            out.push_str(&format!("{{\"err\":{body}}}"));
+            out.push_str("{\"err\":");
+            json::error_body(out, e);
+            out.push('}');
         }
     })
 }
