@@ -1,7 +1,7 @@
 //! The libp2p swarm of a p2p store: tcp + noise + yamux; identify (its `protocol_version` is
 //! `/cuitty/persist/<topic>/<store name>`, and peers of another topic or store name are
-//! disconnected); mDNS or Kademlia for
-//! discovery; request-response carrying automerge sync messages and blob chunks.
+//! disconnected); mDNS or Kademlia for discovery; request-response carrying automerge sync
+//! messages and blob chunks.
 //!
 //! Sync rounds: the dialer of a connection opens the first round once the peer's topic is
 //! verified; each request carries the sync messages of every document that has something to say,
