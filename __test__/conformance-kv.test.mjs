@@ -124,6 +124,25 @@ await conformance("kv", (a) => {
     assert.equal(await s.kv.has("absent"), false);
   });
 
+  it("sets of one key issued together land in the order they were made, plain and compare-and-set alike", async (t) => {
+    const s = await openFresh(a, t);
+    const first = await s.kv.set("k", 1);
+    // One tick: a compare-and-set on what is there now, then a plain set, then another plain set.
+    const [cas, plain, last] = await Promise.allSettled([
+      s.kv.set("k", 2, { ifVersion: first.version }), s.kv.set("k", 3), s.kv.set("k", 4),
+    ]);
+    assert.equal(cas.status, "fulfilled", cas.reason?.message);
+    assert.equal(plain.status, "fulfilled", plain.reason?.message);
+    assert.equal(last.status, "fulfilled", last.reason?.message);
+    assert.equal(await s.kv.get("k"), 4);
+    assert.equal((await s.kv.getEntry("k")).version, last.value.version);
+    // And the other way round: a plain set, then a compare-and-set on the version it replaced.
+    const [plain2, stale] = await Promise.allSettled([s.kv.set("k", 5), s.kv.set("k", 6, { ifVersion: last.value.version })]);
+    assert.equal(plain2.status, "fulfilled", plain2.reason?.message);
+    assert.equal(stale.reason?.code, "CONFLICT", "the compare-and-set made after the plain set sees its version");
+    assert.equal(await s.kv.get("k"), 5);
+  });
+
   it("concurrent ifVersion: null writers: exactly one wins", async (t) => {
     const s = await openFresh(a, t);
     const results = await Promise.allSettled(

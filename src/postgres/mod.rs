@@ -21,6 +21,7 @@ mod kv;
 pub mod query_sql;
 mod records;
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -483,35 +484,45 @@ impl Backend for PostgresBackend {
     /// Sets of one tick: the unconditional ones in one statement (one round trip, one commit,
     /// instead of one pooled connection each), those with `ifVersion` one by one beside it.
     async fn kv_set_each(&self, sets: Vec<KvSet>) -> Vec<Result<KvEntry>> {
-        let (plain, conditional): (Vec<_>, Vec<_>) = sets
-            .into_iter()
-            .enumerate()
-            .partition(|(_, s)| s.if_version == IfVersion::Any);
-        if plain.len() < 2 {
-            let all = plain.into_iter().chain(conditional);
-            let mut out: Vec<(usize, Result<KvEntry>)> = futures::future::join_all(
-                all.map(|(i, set)| async move { (i, kv::set(&self.inner, set).await) }),
-            )
-            .await;
-            out.sort_by_key(|(i, _)| *i);
-            return out.into_iter().map(|(_, r)| r).collect();
+        // The plain sets of keys without a condition in the batch go in one statement (which
+        // applies repeats of a key in order). A key with a condition keeps all its sets in the
+        // order they were made: they run one after another, beside the rest.
+        let conditional: HashSet<String> = sets
+            .iter()
+            .filter(|s| s.if_version != IfVersion::Any)
+            .map(|s| s.key.clone())
+            .collect();
+        let mut plain: Vec<(usize, KvSet)> = Vec::new();
+        let mut chains: HashMap<String, Vec<(usize, KvSet)>> = HashMap::new();
+        for (i, set) in sets.into_iter().enumerate() {
+            if conditional.contains(&set.key) {
+                chains.entry(set.key.clone()).or_default().push((i, set));
+            } else {
+                plain.push((i, set));
+            }
         }
-        let (plain_at, plain_sets): (Vec<usize>, Vec<KvSet>) = plain.into_iter().unzip();
-        let grouped = kv::set_all(&self.inner, plain_sets);
-        let singles = futures::future::join_all(
-            conditional
-                .into_iter()
-                .map(|(i, set)| async move { (i, kv::set(&self.inner, set).await) }),
-        );
-        let (grouped, singles) = futures::future::join(grouped, singles).await;
-        let mut out: Vec<(usize, Result<KvEntry>)> = match grouped {
-            Ok(entries) => plain_at
-                .into_iter()
-                .zip(entries.into_iter().map(Ok))
-                .collect(),
-            Err(e) => plain_at.into_iter().map(|i| (i, Err(e.clone()))).collect(),
+        let grouped = async {
+            let (at, sets): (Vec<usize>, Vec<KvSet>) = plain.into_iter().unzip();
+            let results: Vec<Result<KvEntry>> = match sets.len() {
+                0 => Vec::new(),
+                1 => vec![kv::set(&self.inner, sets.into_iter().next().expect("one set")).await],
+                _ => match kv::set_all(&self.inner, sets).await {
+                    Ok(entries) => entries.into_iter().map(Ok).collect(),
+                    Err(e) => at.iter().map(|_| Err(e.clone())).collect(),
+                },
+            };
+            at.into_iter().zip(results).collect::<Vec<_>>()
         };
-        out.extend(singles);
+        let ordered = futures::future::join_all(chains.into_values().map(|chain| async move {
+            let mut out = Vec::with_capacity(chain.len());
+            for (i, set) in chain {
+                out.push((i, kv::set(&self.inner, set).await));
+            }
+            out
+        }));
+        let (grouped, ordered) = futures::future::join(grouped, ordered).await;
+        let mut out: Vec<(usize, Result<KvEntry>)> = grouped;
+        out.extend(ordered.into_iter().flatten());
         out.sort_by_key(|(i, _)| *i);
         out.into_iter().map(|(_, r)| r).collect()
     }
