@@ -100,6 +100,10 @@ await conformance("errors", (a) => {
     }
     await rejectsWith(() => s.kv.getMany("abc"), "INVALID_ARGUMENT", "kv.getMany(non-array)");
     await rejectsWith(() => s.kv.setMany("abc"), "INVALID_ARGUMENT", "kv.setMany(non-array)");
+    for (const [bad, label] of [[undefined, "undefined"], [null, "null"], [7, "a number"], [[{ key: "k", value: 1 }], "an array"]]) {
+      await rejectsWith(() => s.kv.setMany([{ key: "fine", value: 1 }, bad]), "INVALID_ARGUMENT", `kv.setMany([…, ${label}])`);
+    }
+    assert.equal(await s.kv.get("fine"), undefined, "a setMany with a bad entry writes nothing");
     await assertStoreEmpty(s, "after invalid kv keys");
     await s.kv.set(MAX_NAME, "ok");
     assert.equal(await s.kv.get(MAX_NAME), "ok");
