@@ -148,4 +148,30 @@ describe("postgres adapter", { skip }, () => {
       await sub.close();
     } finally { await store.close(); }
   });
+
+  it("a bulk load is analyzed without waiting for autovacuum, and the indexed query then reads its index", { timeout: 180_000 }, async () => {
+    const schema = pgSchema("stats");
+    const store = await createStore(pgConfig(randomName("stats"), "stats"));
+    const analyzed = () => Number(pgPsql(`SELECT COALESCE(analyze_count, 0) FROM pg_stat_user_tables WHERE schemaname = '${schema}' AND relname = 'persist_records'`).trim() || 0);
+    const indexScans = () => Number(pgPsql(`SELECT COALESCE(sum(idx_scan), 0) FROM pg_stat_user_indexes WHERE schemaname = '${schema}' AND indexrelname LIKE 'persist_rixv_%'`).trim() || 0);
+    try {
+      const tasks = store.records.collection("tasks");
+      // 20,000 records: planned without statistics, the sorted, limited query below was a
+      // scan of the whole collection and a sort (47 queries/s), never the index.
+      const ids = Array.from({ length: 20_000 }, (_, i) => `t${String(i).padStart(5, "0")}`);
+      for (let i = 0; i < ids.length; i += 500) {
+        await Promise.all(ids.slice(i, i + 500).map((id, j) => tasks.put(id, { done: (i + j) % 2 === 0, priority: (i + j) % 10 })));
+      }
+      // analyze_count counts explicit ANALYZEs only (autovacuum's are autoanalyze_count);
+      // statistics views lag (a backend flushes them up to 10 s after going idle).
+      await waitUntil(() => analyzed() > 0, 30_000, "an ANALYZE of persist_records after the bulk load");
+      await tasks.ensureIndex("priority");
+      const scansBefore = indexScans();
+      const page = await tasks.find({ where: { done: false, priority: { $gte: 7 } }, orderBy: { field: "priority", direction: "desc" }, limit: 100 }).toArray();
+      assert.equal(page.length, 100);
+      assert.ok(page.every((r) => r.data.done === false && r.data.priority === 9), "the 100 highest-priority open tasks");
+      // Statistics views lag (a backend flushes them up to 10 s after going idle).
+      await waitUntil(() => indexScans() > scansBefore, 30_000, "the query to scan the priority index");
+    } finally { await store.close(); }
+  });
 });

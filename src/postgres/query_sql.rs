@@ -205,6 +205,26 @@ fn string_ok(s: &str) -> bool {
 fn compare(path: &FieldPath, cmp: &str, v: &Value) -> Option<SqlFragment> {
     let mut f = SqlFragment::new();
     match v {
+        // A lower bound on a number is a jsonb range closed by `'false'` (in jsonb order every
+        // number sorts below every boolean, array and object, and above every string and
+        // null): one range on an expression index, which the planner estimates from the
+        // index's statistics. A `jsonb_typeof` check instead counts as an unknown 0.5 %
+        // filter, which made the planner drop the ordered index scan for a sort of every
+        // match (28 queries/s instead of about 2,000 on the bench's indexed query).
+        Value::Number(n) if cmp.starts_with('>') => {
+            let text = number_text(n)?;
+            f.s("(")
+                .value(path)
+                .s(" ")
+                .s(cmp)
+                .s(" ")
+                .json_param(text)
+                .s(" AND ")
+                .value(path)
+                .s(" < 'false'::jsonb)");
+        }
+        // Below an upper bound lie strings and null too, and no jsonb value separates them
+        // from the numbers: the type is checked.
         Value::Number(n) => {
             let text = number_text(n)?;
             f.s("(")
@@ -600,9 +620,24 @@ mod tests {
         let f = w(json!({"priority": {"$gte": 3}})).unwrap();
         assert_eq!(
             f.sql,
-            "(jsonb_typeof(doc -> 'priority') = 'number' AND (doc -> 'priority') >= ?::text::jsonb)"
+            "((doc -> 'priority') >= ?::text::jsonb AND (doc -> 'priority') < 'false'::jsonb)"
         );
         assert_eq!(f.params, vec!["3".to_string()]);
+        let f = w(json!({"priority": {"$lt": 3}})).unwrap();
+        assert_eq!(
+            f.sql,
+            "(jsonb_typeof(doc -> 'priority') = 'number' AND (doc -> 'priority') < ?::text::jsonb)"
+        );
+        // A label that is not inlined is a parameter of each of the two value expressions.
+        let f = w(json!({"a b": {"$gt": 1}})).unwrap();
+        assert_eq!(
+            f.sql,
+            "((doc -> ?::text) > ?::text::jsonb AND (doc -> ?::text) < 'false'::jsonb)"
+        );
+        assert_eq!(
+            f.params,
+            vec!["a b".to_string(), "1".to_string(), "a b".to_string()]
+        );
         let f = w(json!({"a.b c": "x"})).unwrap();
         assert_eq!(f.sql, "(doc -> 'a' -> ?::text) = ?::text::jsonb");
         assert_eq!(f.params, vec!["b c".to_string(), "\"x\"".to_string()]);

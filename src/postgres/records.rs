@@ -386,7 +386,12 @@ pub async fn ensure_index(inner: &Inner, path: FieldPath) -> Result<()> {
                 Err(e)
             }
         }
-    })
+    })?;
+    // Statistics of the new index expressions, so that the next query is planned with them
+    // (an ordered index scan for a sorted, limited query). The index exists either way: a
+    // failed ANALYZE leaves only the planner's older statistics, so it is not an error.
+    let _ = inner.analyze_records().await;
+    Ok(())
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
