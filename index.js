@@ -549,6 +549,18 @@ class KV {
   }
 
   set(key, value, options) {
+    // The common case without an async frame (as in get): a string key and no options.
+    if (typeof key === 'string' && options === undefined) {
+      let json
+      try {
+        json = toJson('value', value)
+      } catch (err) {
+        return Promise.reject(err)
+      }
+      return new Promise((resolve, reject) => {
+        if (this.#pendingSets.push({ key, json, ttl: null, ifVersion: null, ifAbsent: false, resolve, reject }) === 1) queueMicrotask(this.#flushSets)
+      })
+    }
     return guard(async () => {
       str('key', key)
       const o = opts('options', options)
