@@ -1,8 +1,10 @@
 // S3-specific tests against moto on loopback (scripts/ensure-s3.sh): the layout other S3 tools
 // see, the docs config shape, multipart and ranged reads, conditional writes between two store
-// objects, and errors (wrong secret on the signature-checking instance, missing bucket).
+// objects, retries (a fault injector in front of moto), and errors (wrong secret on the
+// signature-checking instance, missing bucket).
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
+import http from "node:http";
 import { readFileSync } from "node:fs";
 import { Readable } from "node:stream";
 import { describe, it, before } from "node:test";
@@ -224,5 +226,58 @@ describe("s3", { skip: !available && "no S3 server" }, () => {
     assert.equal(down.code, "CONNECTION", down.message);
     assert.match(down.message, /127\.0\.0\.1:9/);
   });
-});
 
+  it("503 SlowDown is retried (kv and blobs); a server that keeps answering 500 is ADAPTER after at most 5 attempts", { timeout: 120_000 }, async () => {
+    // A fault injector in front of the real server: it answers the next `failNext` requests
+    // (or every one, with `failAll`) itself with an S3 error, and forwards the rest to moto.
+    const target = new URL(S3_ENDPOINT);
+    const plan = { failNext: 0, failAll: null, failed: [] };
+    const proxy = http.createServer((req, res) => {
+      const fault = plan.failAll ?? (plan.failNext > 0 ? (plan.failNext--, { status: 503, code: "SlowDown" }) : null);
+      if (fault) {
+        plan.failed.push(`${req.method} ${fault.status}`);
+        req.resume();
+        res.writeHead(fault.status, { "content-type": "application/xml" });
+        res.end(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>${fault.code}</Code><Message>injected</Message></Error>`);
+        return;
+      }
+      const up = http.request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, (r) => {
+        res.writeHead(r.statusCode, r.headers);
+        r.pipe(res);
+      });
+      up.on("error", () => res.destroy());
+      req.pipe(up);
+    });
+    await new Promise((resolve) => proxy.listen(0, "127.0.0.1", resolve));
+    const endpoint = `http://127.0.0.1:${proxy.address().port}`;
+    const s = await open("retry", `${randomName("retry")}/`, { endpoint });
+    try {
+      plan.failNext = 2;
+      await s.kv.set("k", { v: 1 });
+      assert.equal(plan.failed.length, 2, "both injected faults were answered, and the set still succeeded");
+      assert.deepEqual(await s.kv.get("k"), { v: 1 });
+      plan.failed = [];
+      plan.failNext = 3;
+      await s.blobs.put("b", Buffer.from("retried body"), { contentType: "text/plain" });
+      assert.equal(plan.failed.length, 3);
+      assert.equal((await s.blobs.get("b")).toString(), "retried body");
+      // What went through is on the real server: a store without the proxy sees it.
+      const direct = await open("retry-direct", s3Prefix(s));
+      try {
+        assert.deepEqual(await direct.kv.get("k"), { v: 1 });
+        assert.equal((await direct.blobs.head("b")).contentType, "text/plain");
+      } finally { await direct.close(); }
+      // A server that keeps failing: the retries run out and the call fails saying so.
+      plan.failed = [];
+      plan.failAll = { status: 500, code: "InternalError" };
+      const err = await s.kv.get("k").then(() => assert.fail("a get through a failing server succeeded"), (e) => e);
+      assert.equal(err.code, "ADAPTER", err.message);
+      assert.match(err.message, /kept failing after retries \(HTTP 500 InternalError\)/);
+      assert.ok(plan.failed.length >= 2 && plan.failed.length <= 5, `attempts: ${plan.failed.length}`);
+    } finally {
+      plan.failAll = null;
+      await s.close();
+      await new Promise((resolve) => proxy.close(resolve));
+    }
+  });
+});
