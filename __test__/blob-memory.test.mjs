@@ -1,5 +1,5 @@
-// A 1 GiB blob streams in and out with RSS growth well under 100 MiB (API.md, store.blobs); on
-// S3 too, where a multipart upload keeps several parts in flight (a smaller blob: moto is slow).
+// A 1 GiB blob streams in and out with RSS growth well under 100 MiB (API.md, store.blobs), on
+// SQLite and on S3, where a multipart upload keeps several parts in flight (about 17 s on moto).
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -38,7 +38,7 @@ describe("blob memory bound", () => {
   it(`1 GiB put from a Readable and read back through stream(): byte-exact, RSS growth < ${LIMIT_MIB} MiB`, { timeout: 900_000 }, async (t) => {
     await checkBound(t, "sqlite", 1024);
   });
-  it(`S3: 256 MiB put from a Readable (multipart, parts in flight) and streamed back: byte-exact, RSS growth < ${LIMIT_MIB} MiB`, { timeout: 900_000, skip: s3Missing }, async (t) => {
-    await checkBound(t, "s3", 256);
+  it(`S3: 1 GiB put from a Readable (multipart, parts in flight) and streamed back: byte-exact, RSS growth < ${LIMIT_MIB} MiB`, { timeout: 900_000, skip: s3Missing }, async (t) => {
+    await checkBound(t, "s3", 1024);
   });
 });
