@@ -227,6 +227,30 @@ describe("s3", { skip: !available && "no S3 server" }, () => {
     assert.match(down.message, /127\.0\.0\.1:9/);
   });
 
+  it("without credentials: the standard AWS chain (the environment) signs, and AWS_ENDPOINT_URL is honoured", async () => {
+    const vars = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"];
+    const saved = Object.fromEntries(vars.map((v) => [v, process.env[v]]));
+    delete process.env.AWS_ENDPOINT_URL_S3;
+    process.env.AWS_ENDPOINT_URL = S3_ENDPOINT;
+    process.env.AWS_ACCESS_KEY_ID = "test";
+    process.env.AWS_SECRET_ACCESS_KEY = "test";
+    const name = randomName("chain");
+    let s;
+    try {
+      s = await createStore({ name, adapter: "s3", bucket, region: "us-east-1" });
+      await s.kv.set("k", { from: "env" });
+      assert.deepEqual(await s.kv.get("k"), { from: "env" });
+      // The default prefix is `${name}/`, on the server the environment named.
+      assert.deepEqual(await listKeys(`${name}/`), [`${name}/kv/k`]);
+    } finally {
+      await s?.close();
+      for (const v of vars) {
+        if (saved[v] === undefined) delete process.env[v];
+        else process.env[v] = saved[v];
+      }
+    }
+  });
+
   it("503 SlowDown is retried (kv and blobs); a server that keeps answering 500 is ADAPTER after at most 5 attempts", { timeout: 120_000 }, async () => {
     // A fault injector in front of the real server: it answers the next `failNext` requests
     // (or every one, with `failAll`) itself with an S3 error, and forwards the rest to moto.
