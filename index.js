@@ -557,9 +557,7 @@ class KV {
       } catch (err) {
         return Promise.reject(err)
       }
-      return new Promise((resolve, reject) => {
-        if (this.#pendingSets.push({ key, json, ttl: null, ifVersion: null, ifAbsent: false, resolve, reject }) === 1) queueMicrotask(this.#flushSets)
-      })
+      return this.#queueSet(key, json, null, null, false)
     }
     return guard(async () => {
       str('key', key)
@@ -570,9 +568,14 @@ class KV {
       const ifAbsent = o.ifVersion === null
       if (o.ifVersion !== undefined && o.ifVersion !== null) ifVersion = str('ifVersion', o.ifVersion)
       if (ttl !== null && !Number.isFinite(ttl)) throw fail('INVALID_ARGUMENT', `ttl must be a positive number of milliseconds, got ${ttl}`)
-      return new Promise((resolve, reject) => {
-        if (this.#pendingSets.push({ key, json, ttl, ifVersion, ifAbsent, resolve, reject }) === 1) queueMicrotask(this.#flushSets)
-      })
+      return this.#queueSet(key, json, ttl, ifVersion, ifAbsent)
+    })
+  }
+
+  /** A set joins this tick's batch (flushed once, in a microtask). */
+  #queueSet(key, json, ttl, ifVersion, ifAbsent) {
+    return new Promise((resolve, reject) => {
+      if (this.#pendingSets.push({ key, json, ttl, ifVersion, ifAbsent, resolve, reject }) === 1) queueMicrotask(this.#flushSets)
     })
   }
 
