@@ -430,8 +430,12 @@ class KV {
     let results
     try {
       // Committed right here when the backend can do it without waiting (SQLite with an idle
-      // writer: no thread hop at all), else by the writer off this thread.
-      results = JSON.parse(this.#n.kvSetBatchNow(ops) ?? (await this.#n.kvSetBatch(ops)))
+      // writer, Postgres on the lane of an idle store: no thread hop at all), else off this
+      // thread. U+0001 and a number: sent here, still running past the time budget.
+      let text = this.#n.kvSetBatchNow(ops)
+      if (text === null) text = await this.#n.kvSetBatch(ops)
+      else if (text.charCodeAt(0) === 1) text = await this.#n.kvSetBatchLater(Number(text.slice(1)))
+      results = JSON.parse(text)
     } catch (err) {
       const e = fromNative(err)
       for (const op of batch) op.reject(e)

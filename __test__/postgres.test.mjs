@@ -8,6 +8,7 @@ import { createStore, PersistError } from "@cuitty/persist";
 import { adapters, isCI, pgConfig, pgPsql, pgSchema, PG_CONNECTION } from "./support/adapters.mjs";
 import { randomName, sleep, waitUntil, collect } from "./support/util.mjs";
 import { spawnNodeLines, supportScript } from "./support/proc.mjs";
+import { spawn } from "node:child_process";
 
 const pg = adapters.find((a) => a.name === "postgres");
 const status = await pg.available();
@@ -173,5 +174,64 @@ describe("postgres adapter", { skip }, () => {
       // Statistics views lag (a backend flushes them up to 10 s after going idle).
       await waitUntil(() => indexScans() > scansBefore, 30_000, "the query to scan the priority index");
     } finally { await store.close(); }
+  });
+
+  it("an idle store's calls on its lane: a slow server holds up neither the event loop nor runs anything twice, and writes land", { timeout: 60_000 }, async () => {
+    const schema = pgSchema(randomName("lane").replace(/-/g, "_"));
+    const store = await createStore({ ...pgConfig(randomName("lane")), schema });
+    // Holds an exclusive lock on a table for `ms` from another session; resolves once held,
+    // with `released` (settles when the lock is gone).
+    const lockFor = (table, ms) => new Promise((resolve, reject) => {
+      const psql = spawn("psql", ["-X", "-At", "-h", PG_CONNECTION.host, "-p", String(PG_CONNECTION.port), "-U", PG_CONNECTION.user,
+        "-d", PG_CONNECTION.database, "-v", "ON_ERROR_STOP=1", "-f", "-"], { env: { ...process.env, PGPASSWORD: PG_CONNECTION.password } });
+      let out = "";
+      const done = new Promise((r) => psql.on("close", r));
+      psql.stdout.on("data", (d) => { out += d; if (out.includes("locked")) resolve({ released: done }); });
+      psql.on("error", reject);
+      psql.stdin.end(`BEGIN; LOCK TABLE "${schema}".${table} IN ACCESS EXCLUSIVE MODE;\n\\echo locked\nSELECT pg_sleep(${ms / 1000}); COMMIT;\n`);
+    });
+    // Statements of this store waiting for a lock (each query sent once: one waiter per call).
+    const waiting = () => Number(pgPsql(`SELECT count(*) FROM pg_stat_activity WHERE application_name = 'cuitty-persist/${schema}' AND wait_event_type = 'Lock'`).trim());
+    let ticks = 0;
+    const timer = setInterval(() => { ticks++; }, 5);
+    try {
+      await store.kv.set("k", { v: 1 });
+      const docs = store.records.collection("docs");
+      await docs.put("a", { n: 1 });
+      assert.deepEqual(await store.kv.get("k"), { v: 1 });
+
+      // A write past the caller's-thread budget finishes off the thread and resolves later.
+      let { released } = await lockFor("persist_kv", 1500);
+      const set = store.kv.set("k", { v: 2 });
+      const before = ticks;
+      await sleep(400);
+      assert.ok(ticks - before >= 20, `the event loop ran only ${ticks - before} timer ticks in 400 ms while a set waited`);
+      assert.equal(waiting(), 1, "the set is sent once");
+      const entry = await set;
+      assert.deepEqual(entry.value, { v: 2 });
+      await released;
+      assert.deepEqual(await store.kv.get("k"), { v: 2 });
+
+      // A read past the budget: the async path joins it instead of sending it again.
+      ({ released } = await lockFor("persist_kv", 1500));
+      const get = store.kv.get("k");
+      await sleep(400);
+      assert.equal(waiting(), 1, "the get is sent once");
+      assert.deepEqual(await get, { v: 2 });
+      await released;
+
+      // A query the same way.
+      ({ released } = await lockFor("persist_records", 1500));
+      const tick0 = ticks;
+      const found = docs.find({ where: { n: { $gte: 1 } } }).toArray();
+      await sleep(400);
+      assert.ok(ticks - tick0 >= 20, "the event loop runs while a query waits");
+      assert.equal(waiting(), 1, "the query is sent once");
+      assert.deepEqual((await found).map((d) => d.id), ["a"]);
+      await released;
+    } finally {
+      clearInterval(timer);
+      await store.close();
+    }
   });
 });

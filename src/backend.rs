@@ -13,6 +13,17 @@ use crate::query::{Filter, SortKey};
 /// JS numbers carry exactly, which every backend accepts).
 const LAST_SEQ: u64 = (1 << 53) - 1;
 
+/// What `kv_set_each_now` did with a batch.
+pub enum SetsNow {
+    /// Committed: one result per set.
+    Done(Vec<Result<KvEntry>>),
+    /// Not taken: call `kv_set_each`.
+    NotNow(Vec<KvSet>),
+    /// Sent, and still running past the caller's time budget (Postgres: the statement is on
+    /// the wire, so it cannot be given back): the results arrive here.
+    Pending(futures::future::BoxFuture<'static, Vec<Result<KvEntry>>>),
+}
+
 /// Plain kv gets and sets the binding performs itself against a custom JS adapter, with every
 /// rule still decided here (see `keyspace::direct`).
 pub trait DirectKv: Send + Sync {
@@ -58,12 +69,10 @@ pub trait Backend: Send + Sync + 'static {
     }
     /// Like `kv_set_each`, committed on the calling thread before it returns when the backend
     /// can do so without waiting (SQLite: a small batch, nothing queued for the writer, the
-    /// database not locked by another process); gives the sets back to take the async path.
-    fn kv_set_each_now(
-        &self,
-        sets: Vec<KvSet>,
-    ) -> std::result::Result<Vec<Result<KvEntry>>, Vec<KvSet>> {
-        Err(sets)
+    /// database not locked by another process; Postgres: on the lane of an idle store); else
+    /// gives the sets back to take the async path.
+    fn kv_set_each_now(&self, sets: Vec<KvSet>) -> SetsNow {
+        SetsNow::NotNow(sets)
     }
     /// All or nothing.
     async fn kv_set_many(&self, sets: Vec<KvSet>) -> Result<()>;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::backend::{Backend, BlobReader, BlobUpload, DirectKv};
+use crate::backend::{Backend, BlobReader, BlobUpload, DirectKv, SetsNow};
 use crate::clock::new_id;
 use crate::config::{self, AdapterConfig, StoreConfig};
 use crate::error::{PersistError, Result};
@@ -205,14 +205,19 @@ impl Store {
 
     /// `kv_set_each` committed on the calling thread, when the backend can (see
     /// `Backend::kv_set_each_now`); None: call `kv_set_each`.
-    pub fn kv_set_each_now(&self, sets: Vec<KvSetRequest>) -> Option<Result<Vec<Result<KvEntry>>>> {
+    pub fn kv_set_each_now(&self, sets: Vec<KvSetRequest>) -> Option<Result<SetsDone>> {
         let backend = match self.open_backend() {
             Ok(b) => b,
             Err(e) => return Some(Err(e)),
         };
         let (results, valid) = check_sets(sets);
-        let done = backend.kv_set_each_now(valid).ok()?;
-        Some(Ok(merge_results(results, done)))
+        match backend.kv_set_each_now(valid) {
+            SetsNow::Done(done) => Some(Ok(SetsDone::Now(merge_results(results, done)))),
+            SetsNow::NotNow(_) => None,
+            SetsNow::Pending(later) => Some(Ok(SetsDone::Later(Box::pin(async move {
+                merge_results(results, later.await)
+            })))),
+        }
     }
 
     /// The backend's direct kv path (custom adapters), or None; CLOSED after `close()`.
@@ -653,6 +658,12 @@ impl Store {
 
 /// Validates each set on its own: the ones that pass, and per set a slot that is None for those
 /// (filled by `merge_results`) or the set's own error.
+/// What `Store::kv_set_each_now` did: committed, or still running (one result per set).
+pub enum SetsDone {
+    Now(Vec<Result<KvEntry>>),
+    Later(std::pin::Pin<Box<dyn std::future::Future<Output = Vec<Result<KvEntry>>> + Send>>),
+}
+
 fn check_sets(sets: Vec<KvSetRequest>) -> (Vec<Option<Result<KvEntry>>>, Vec<KvSet>) {
     let mut results = Vec::with_capacity(sets.len());
     let mut valid = Vec::with_capacity(sets.len());

@@ -23,7 +23,7 @@ use crate::backend::{BlobReader, BlobUpload};
 use crate::clock::iso8601;
 use crate::error::{PersistError, Result as CoreResult};
 use crate::model::{BlobMeta, ByteRange, IfVersion, KvRange, NewEvent};
-use crate::store::{KvSetRequest, Store};
+use crate::store::{KvSetRequest, SetsDone, Store};
 
 pub(crate) const ERROR_TAG: &str = "\u{0}PERSIST";
 
@@ -69,6 +69,21 @@ fn record_version(value: Option<f64>) -> CoreResult<Option<u64>> {
 #[napi]
 pub struct NativeStore {
     store: Arc<Store>,
+    /// Set batches still running after `kvSetBatchNow` returned (see `SetsDone::Later`), by id.
+    sets_later: std::sync::Mutex<(u32, std::collections::HashMap<u32, LaterSets>)>,
+}
+
+type LaterSets = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Vec<CoreResult<crate::model::KvEntry>>> + Send>,
+>;
+
+impl NativeStore {
+    fn new(store: Store) -> Self {
+        NativeStore {
+            store: Arc::new(store),
+            sets_later: std::sync::Mutex::new((0, std::collections::HashMap::new())),
+        }
+    }
 }
 
 /// Opens a store. `config` is the JSON of the user's config (a custom adapter replaced by
@@ -78,9 +93,7 @@ pub async fn open_store(config: String, cwd: String) -> Result<NativeStore> {
     let store = Store::open(&config, std::path::Path::new(&cwd))
         .await
         .js()?;
-    Ok(NativeStore {
-        store: Arc::new(store),
-    })
+    Ok(NativeStore::new(store))
 }
 
 /// Opens a store over a custom adapter: `dispatch` is index.js's dispatcher for the user's
@@ -96,9 +109,7 @@ pub async fn open_custom_store(
     })
     .await
     .js()?;
-    Ok(NativeStore {
-        store: Arc::new(store),
-    })
+    Ok(NativeStore::new(store))
 }
 
 #[derive(Deserialize)]
@@ -145,7 +156,7 @@ impl NativeStore {
     /// `kv.get`'s fast path for the gets of one tick: a JSON array with, per key, `[value]` or
     /// `0` when absent, answered on this thread when the backend can (see `kvGetManyNow`); null
     /// to take the async path.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn kv_get_values_now(&self, keys: Vec<String>) -> Result<Option<String>> {
         match self.store.kv_get_many_now(&keys) {
             None => Ok(None),
@@ -178,8 +189,10 @@ impl NativeStore {
     }
 
     /// `kvSetBatch` committed before it returns, on this thread, when the backend can do that
-    /// without waiting (SQLite: a small batch and an idle writer); null: call `kvSetBatch`.
-    #[napi]
+    /// without waiting (SQLite: a small batch and an idle writer; Postgres: the lane of an idle
+    /// store); null: call `kvSetBatch`. A text starting with U+0001 followed by a number means
+    /// the sets were sent and are still running: `kvSetBatchLater(number)` gives their results.
+    #[napi(catch_unwind)]
     pub fn kv_set_batch_now(&self, ops: String) -> Result<Option<String>> {
         if !self.store.sets_now() {
             return Ok(None);
@@ -187,8 +200,34 @@ impl NativeStore {
         let sets = parse_set_batch(&ops)?;
         match self.store.kv_set_each_now(sets) {
             None => Ok(None),
-            Some(results) => Ok(Some(set_results_json(&results.js()?))),
+            Some(done) => match done.js()? {
+                SetsDone::Now(results) => Ok(Some(set_results_json(&results))),
+                SetsDone::Later(later) => {
+                    let mut guard = self.sets_later.lock().unwrap_or_else(|e| e.into_inner());
+                    let (next, waiting) = &mut *guard;
+                    *next = next.wrapping_add(1);
+                    waiting.insert(*next, later);
+                    Ok(Some(format!("\u{1}{next}")))
+                }
+            },
         }
+    }
+
+    /// The results of sets `kvSetBatchNow` left running (as `kvSetBatch` gives them).
+    #[napi]
+    pub async fn kv_set_batch_later(&self, id: u32) -> Result<String> {
+        let later = self
+            .sets_later
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .remove(&id);
+        let Some(later) = later else {
+            return Err(to_js(PersistError::internal(format!(
+                "kvSetBatchLater: no sets under id {id}"
+            ))));
+        };
+        Ok(set_results_json(&later.await))
     }
 
     // ---- kv on custom adapters, performed by index.js itself (see keyspace::direct) ----
@@ -370,7 +409,7 @@ impl NativeStore {
 
     /// `kvListPage` answered on this thread when that is quick (see `Store::kv_list_page_now`);
     /// null: call `kvListPage`.
-    #[napi]
+    #[napi(catch_unwind)]
     #[allow(clippy::too_many_arguments)]
     pub fn kv_list_page_now(
         &self,
@@ -495,7 +534,7 @@ impl NativeStore {
 
     /// `recFindPage` answered on this thread when that is quick (see
     /// `Store::rec_find_page_now`); null: call `recFindPage`.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn rec_find_page_now(
         &self,
         coll: String,

@@ -18,7 +18,10 @@
 mod blobs;
 mod events;
 mod kv;
+mod lane;
 pub mod query_sql;
+
+use lane::LaneRun;
 mod records;
 
 use std::collections::{HashMap, HashSet};
@@ -28,12 +31,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{
-    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+    ClientWrapper, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
 };
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
-use crate::backend::{Backend, BlobReader, BlobUpload};
+use crate::backend::{Backend, BlobReader, BlobUpload, SetsNow};
 use crate::config::PostgresConfig;
 use crate::error::{ErrorCode, PersistError, Result};
 use crate::model::*;
@@ -218,6 +221,16 @@ fn driver_config(cfg: &PostgresConfig) -> Result<tokio_postgres::Config> {
 
 pub(crate) struct Inner {
     pool: Pool,
+    /// The caller's-thread connection (see `lane`), when the config has one host to reach.
+    lane: Option<Arc<lane::Lane>>,
+    /// The runtime the store was opened on: connections the pool opens while an operation
+    /// runs on the lane get their tasks here, not on the lane's runtime.
+    runtime: tokio::runtime::Handle,
+    /// Reads that ran past the lane's budget and go on on its helper thread, by what they
+    /// read. The binding then asks again through the async path at once, and that call joins
+    /// the running read instead of sending the same query a second time (a slow query would
+    /// otherwise run twice).
+    parked: Mutex<Vec<(String, ParkedRead)>>,
     store_id: i32,
     schema: String,
     pg_config: tokio_postgres::Config,
@@ -230,6 +243,56 @@ pub(crate) struct Inner {
     listening: Mutex<bool>,
     stats: RecordStats,
 }
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A connection for one operation: pooled, or the lane's (see `lane`).
+pub(crate) enum Conn {
+    Pooled(Object),
+    Lane(LaneClient),
+}
+
+impl std::ops::Deref for Conn {
+    type Target = ClientWrapper;
+    fn deref(&self) -> &ClientWrapper {
+        match self {
+            Conn::Pooled(c) => c,
+            Conn::Lane(c) => c.client.as_ref().expect("lane client"),
+        }
+    }
+}
+
+/// The lane's client, lent to one operation; given back when dropped, unless it is closed
+/// (the lane then reconnects, and the operation's retries take the pool).
+pub(crate) struct LaneClient {
+    client: Option<ClientWrapper>,
+    slot: Arc<Mutex<Option<ClientWrapper>>>,
+}
+
+impl Drop for LaneClient {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            if !client.is_closed() {
+                *lock(&self.slot) = Some(client);
+            }
+        }
+    }
+}
+
+/// What a read on the lane gives (one variant per kind of read).
+pub(crate) enum LaneAnswer {
+    Kv(Vec<Option<KvEntry>>),
+    KvPage(Vec<KvEntry>),
+    Doc(Option<Doc>),
+    Docs(Vec<Doc>),
+}
+
+type ParkedRead = tokio::sync::oneshot::Receiver<Result<LaneAnswer>>;
+
+/// Most reads kept running for a second ask (older ones are let go: their answer is dropped).
+const MAX_PARKED: usize = 16;
 
 /// Keeps the planner's statistics of `persist_records` fresh after bulk writes. Until a table
 /// is first analyzed the planner takes it for nearly empty, and autovacuum analyzes it only
@@ -265,18 +328,28 @@ pub struct PostgresBackend {
 }
 
 impl Inner {
-    /// A pooled connection. Failures to connect are retried for [`ACQUIRE_PATIENCE`] (nothing
-    /// was sent, so this is safe for every operation), except authentication and config
-    /// problems, which fail at once.
-    pub(crate) async fn client(&self) -> Result<Object> {
+    /// A connection: the lane's while an operation runs on the lane (see `lane`), else a
+    /// pooled one. Failures to connect are retried for [`ACQUIRE_PATIENCE`] (nothing was sent,
+    /// so this is safe for every operation), except authentication and config problems, which
+    /// fail at once.
+    pub(crate) async fn client(&self) -> Result<Conn> {
+        if let Ok(slot) = lane::LANE_CLIENT.try_with(Arc::clone) {
+            let taken = lock(&slot).take();
+            if let Some(client) = taken {
+                return Ok(Conn::Lane(LaneClient {
+                    client: Some(client),
+                    slot,
+                }));
+            }
+        }
         let deadline = tokio::time::Instant::now() + ACQUIRE_PATIENCE;
         let mut backoff = Duration::from_millis(50);
         loop {
             if self.closed.load(Ordering::SeqCst) {
                 return Err(PersistError::closed());
             }
-            match self.pool.get().await {
-                Ok(c) => return Ok(c),
+            match self.pool_get().await {
+                Ok(c) => return Ok(Conn::Pooled(c)),
                 Err(e) => {
                     let auth = matches!(&e, PoolError::Backend(b) if b.as_db_error().is_some_and(|d| d.code().code().starts_with("28") || *d.code() == SqlState::INVALID_CATALOG_NAME));
                     let err = self.redact.scrub(pool_err(e));
@@ -291,6 +364,66 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// `pool.get()`, run on the store's runtime when called on the lane (a connection the pool
+    /// opens spawns its task on the runtime it is opened from).
+    async fn pool_get(&self) -> std::result::Result<Object, PoolError> {
+        if lane::LANE_CLIENT.try_with(|_| ()).is_err() {
+            return self.pool.get().await;
+        }
+        let pool = self.pool.clone();
+        match self.runtime.spawn(async move { pool.get().await }).await {
+            Ok(got) => got,
+            Err(_) => Err(PoolError::Closed),
+        }
+    }
+
+    /// Runs a read on the lane (see `lane`): its answer, or None when the lane cannot take it
+    /// or the read ran past the budget (then it is parked under `key` for the async call the
+    /// binding makes next).
+    fn lane_read(
+        self: &Arc<Self>,
+        key: impl FnOnce() -> String,
+        read: impl std::future::Future<Output = Result<LaneAnswer>> + Send + 'static,
+    ) -> Option<Result<LaneAnswer>> {
+        let ticket = self.lane_ticket()?;
+        match ticket.run(read) {
+            LaneRun::Done(answer) => Some(answer),
+            LaneRun::Pending(rx) => {
+                let mut parked = lock(&self.parked);
+                if parked.len() >= MAX_PARKED {
+                    parked.remove(0);
+                }
+                parked.push((key(), rx));
+                None
+            }
+        }
+    }
+
+    /// The answer of the parked read under this key, if there is one (see `parked`).
+    async fn joined(&self, key: impl FnOnce() -> String) -> Option<Result<LaneAnswer>> {
+        let rx = {
+            let mut parked = lock(&self.parked);
+            if parked.is_empty() {
+                return None;
+            }
+            let key = key();
+            let at = parked.iter().position(|(k, _)| *k == key)?;
+            parked.remove(at).1
+        };
+        rx.await.ok()
+    }
+
+    /// The lane, when it may take an operation now: no pooled connection in use or awaited,
+    /// so the operation cannot overtake one made before it.
+    fn lane_ticket(&self) -> Option<lane::LaneTicket> {
+        let lane = self.lane.as_ref()?;
+        let status = self.pool.status();
+        if status.available != status.size || status.waiting != 0 {
+            return None;
+        }
+        lane.ticket(CONNECT_TIMEOUT)
     }
 
     pub(crate) fn scrub(&self, err: PersistError) -> PersistError {
@@ -320,6 +453,19 @@ impl Inner {
             .threshold
             .store(next.max(ANALYZE_MIN_WRITES), Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Drops every cached prepared statement of this store's connections, so the next
+    /// queries are prepared anew. Postgres keeps, per prepared statement, the estimated cost
+    /// of its custom plans and of its one generic plan, and re-plans with those after an
+    /// index appears: a statement first run without the index kept choosing custom plans
+    /// (a bitmap scan and a sort, 7-18 ms on 20,000 records) where a fresh one soon runs the
+    /// generic plan (an ordered index scan, 0.4 ms).
+    pub(crate) fn forget_statements(&self) {
+        self.pool.manager().statement_caches.clear();
+        if let Some(lane) = &self.lane {
+            lane.clear_statements();
+        }
     }
 
     pub(crate) fn bump(&self) {
@@ -386,8 +532,19 @@ impl PostgresBackend {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        // The lane is one of the `max` connections; with `max: 1` there is no lane.
+        let lane = if cfg.pool_max >= 2 {
+            lane::Lane::new(&pg_config)
+        } else {
+            None
+        };
+        let pool_size = cfg.pool_max.max(1) - usize::from(lane.is_some());
         let pool = Pool::builder(manager)
-            .max_size(cfg.pool_max.max(1))
+            .max_size(pool_size)
+            // The connection used last is handed out first: its prepared statements and their
+            // plans are warm (Postgres plans a statement anew on each connection), and an
+            // idle store keeps using one connection instead of rotating through all of them.
+            .queue_mode(deadpool_postgres::QueueMode::Lifo)
             .runtime(Runtime::Tokio1)
             .create_timeout(Some(CONNECT_TIMEOUT + Duration::from_secs(1)))
             .recycle_timeout(Some(CONNECT_TIMEOUT))
@@ -398,10 +555,20 @@ impl PostgresBackend {
             .await
             .map_err(|e| redact.scrub(e))?;
         drop(client);
+        if let Some(lane) = &lane {
+            // Off the event loop, like the rest of open; a failure only means the pool alone
+            // until the lane reconnects on use.
+            let lane = Arc::clone(lane);
+            let _ =
+                tokio::task::spawn_blocking(move || lane.connect_blocking(CONNECT_TIMEOUT)).await;
+        }
         let (changed, _) = tokio::sync::watch::channel(0u64);
         Ok(PostgresBackend {
             inner: Arc::new(Inner {
                 pool,
+                lane,
+                runtime: tokio::runtime::Handle::current(),
+                parked: Mutex::new(Vec::new()),
                 store_id,
                 schema: cfg.schema,
                 pg_config,
@@ -445,6 +612,76 @@ impl PostgresBackend {
             *guard = Some(tokio::spawn(events::listen_loop(weak)));
         }
     }
+}
+
+/// Most sets or keys one lane call takes (as many as the binding batches per tick at most),
+/// and most bytes of keys and values.
+const LANE_MAX_OPS: usize = 256;
+const LANE_MAX_BYTES: usize = 1 << 20;
+
+// What each read reads, as the key of a parked read (see `Inner::parked`).
+fn kv_key(keys: &[String]) -> String {
+    format!("kv\0{keys:?}")
+}
+fn list_key(range: &KvRange, after: Option<&str>, limit: usize) -> String {
+    format!("list\0{range:?}\0{after:?}\0{limit}")
+}
+fn doc_key(coll: &str, id: &str) -> String {
+    format!("doc\0{coll:?}\0{id:?}")
+}
+fn find_key(
+    coll: &str,
+    filter: Option<&Filter>,
+    order: &[SortKey],
+    after: Option<&FindCursor>,
+    limit: usize,
+) -> String {
+    format!("find\0{coll:?}\0{filter:?}\0{order:?}\0{after:?}\0{limit}")
+}
+
+/// The sets of one tick (see `Backend::kv_set_each`).
+async fn set_each(inner: &Inner, sets: Vec<KvSet>) -> Vec<Result<KvEntry>> {
+    // The plain sets of keys without a condition in the batch go in one statement (which
+    // applies repeats of a key in order). A key with a condition keeps all its sets in the
+    // order they were made: they run one after another, beside the rest.
+    let conditional: HashSet<String> = sets
+        .iter()
+        .filter(|s| s.if_version != IfVersion::Any)
+        .map(|s| s.key.clone())
+        .collect();
+    let mut plain: Vec<(usize, KvSet)> = Vec::new();
+    let mut chains: HashMap<String, Vec<(usize, KvSet)>> = HashMap::new();
+    for (i, set) in sets.into_iter().enumerate() {
+        if conditional.contains(&set.key) {
+            chains.entry(set.key.clone()).or_default().push((i, set));
+        } else {
+            plain.push((i, set));
+        }
+    }
+    let grouped = async {
+        let (at, sets): (Vec<usize>, Vec<KvSet>) = plain.into_iter().unzip();
+        let results: Vec<Result<KvEntry>> = match sets.len() {
+            0 => Vec::new(),
+            1 => vec![kv::set(inner, sets.into_iter().next().expect("one set")).await],
+            _ => match kv::set_all(inner, sets).await {
+                Ok(entries) => entries.into_iter().map(Ok).collect(),
+                Err(e) => at.iter().map(|_| Err(e.clone())).collect(),
+            },
+        };
+        at.into_iter().zip(results).collect::<Vec<_>>()
+    };
+    let ordered = futures::future::join_all(chains.into_values().map(|chain| async move {
+        let mut out = Vec::with_capacity(chain.len());
+        for (i, set) in chain {
+            out.push((i, kv::set(inner, set).await));
+        }
+        out
+    }));
+    let (grouped, ordered) = futures::future::join(grouped, ordered).await;
+    let mut out: Vec<(usize, Result<KvEntry>)> = grouped;
+    out.extend(ordered.into_iter().flatten());
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, r)| r).collect()
 }
 
 /// Applies the missing migrations under an advisory lock and returns the store's id.
@@ -546,7 +783,44 @@ impl Backend for PostgresBackend {
     }
 
     async fn kv_get_many(&self, keys: Vec<String>) -> Result<Vec<Option<KvEntry>>> {
+        if let Some(Ok(LaneAnswer::Kv(found))) = self.inner.joined(|| kv_key(&keys)).await {
+            return Ok(found);
+        }
         kv::get_many(&self.inner, keys).await
+    }
+    fn kv_get_many_now(&self, keys: &[String]) -> Option<Result<Vec<Option<KvEntry>>>> {
+        if keys.len() > LANE_MAX_OPS {
+            return None;
+        }
+        let (inner, owned) = (Arc::clone(&self.inner), keys.to_vec());
+        let read = async move { kv::get_many(&inner, owned).await.map(LaneAnswer::Kv) };
+        match self.inner.lane_read(|| kv_key(keys), read)? {
+            Ok(LaneAnswer::Kv(found)) => Some(Ok(found)),
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+    fn kv_list_page_now(
+        &self,
+        range: &KvRange,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Option<Result<Vec<KvEntry>>> {
+        let inner = Arc::clone(&self.inner);
+        let (owned_range, owned_after) = (range.clone(), after.map(str::to_owned));
+        let read = async move {
+            kv::list_page(&inner, owned_range, owned_after, limit)
+                .await
+                .map(LaneAnswer::KvPage)
+        };
+        match self
+            .inner
+            .lane_read(|| list_key(range, after, limit), read)?
+        {
+            Ok(LaneAnswer::KvPage(page)) => Some(Ok(page)),
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        }
     }
     async fn kv_set(&self, set: KvSet) -> Result<KvEntry> {
         kv::set(&self.inner, set).await
@@ -554,47 +828,32 @@ impl Backend for PostgresBackend {
     /// Sets of one tick: the unconditional ones in one statement (one round trip, one commit,
     /// instead of one pooled connection each), those with `ifVersion` one by one beside it.
     async fn kv_set_each(&self, sets: Vec<KvSet>) -> Vec<Result<KvEntry>> {
-        // The plain sets of keys without a condition in the batch go in one statement (which
-        // applies repeats of a key in order). A key with a condition keeps all its sets in the
-        // order they were made: they run one after another, beside the rest.
-        let conditional: HashSet<String> = sets
-            .iter()
-            .filter(|s| s.if_version != IfVersion::Any)
-            .map(|s| s.key.clone())
-            .collect();
-        let mut plain: Vec<(usize, KvSet)> = Vec::new();
-        let mut chains: HashMap<String, Vec<(usize, KvSet)>> = HashMap::new();
-        for (i, set) in sets.into_iter().enumerate() {
-            if conditional.contains(&set.key) {
-                chains.entry(set.key.clone()).or_default().push((i, set));
-            } else {
-                plain.push((i, set));
-            }
+        set_each(&self.inner, sets).await
+    }
+    fn sets_now(&self) -> bool {
+        self.inner.lane.is_some()
+    }
+    /// On the lane of an idle store, within the binding's batch bounds.
+    fn kv_set_each_now(&self, sets: Vec<KvSet>) -> SetsNow {
+        let bytes: usize = sets.iter().map(|s| s.key.len() + s.value.len()).sum();
+        if sets.len() > LANE_MAX_OPS || bytes > LANE_MAX_BYTES {
+            return SetsNow::NotNow(sets);
         }
-        let grouped = async {
-            let (at, sets): (Vec<usize>, Vec<KvSet>) = plain.into_iter().unzip();
-            let results: Vec<Result<KvEntry>> = match sets.len() {
-                0 => Vec::new(),
-                1 => vec![kv::set(&self.inner, sets.into_iter().next().expect("one set")).await],
-                _ => match kv::set_all(&self.inner, sets).await {
-                    Ok(entries) => entries.into_iter().map(Ok).collect(),
-                    Err(e) => at.iter().map(|_| Err(e.clone())).collect(),
-                },
-            };
-            at.into_iter().zip(results).collect::<Vec<_>>()
+        let Some(ticket) = self.inner.lane_ticket() else {
+            return SetsNow::NotNow(sets);
         };
-        let ordered = futures::future::join_all(chains.into_values().map(|chain| async move {
-            let mut out = Vec::with_capacity(chain.len());
-            for (i, set) in chain {
-                out.push((i, kv::set(&self.inner, set).await));
-            }
-            out
-        }));
-        let (grouped, ordered) = futures::future::join(grouped, ordered).await;
-        let mut out: Vec<(usize, Result<KvEntry>)> = grouped;
-        out.extend(ordered.into_iter().flatten());
-        out.sort_by_key(|(i, _)| *i);
-        out.into_iter().map(|(_, r)| r).collect()
+        let inner = Arc::clone(&self.inner);
+        let count = sets.len();
+        match ticket.run(async move { Ok(set_each(&inner, sets).await) }) {
+            LaneRun::Done(done) => SetsNow::Done(done.unwrap_or_default()),
+            LaneRun::Pending(rx) => SetsNow::Pending(Box::pin(async move {
+                match rx.await {
+                    Ok(Ok(done)) => done,
+                    // The helper thread could not start: the sets may or may not have landed.
+                    _ => (0..count).map(|_| Err(lane::lost())).collect(),
+                }
+            })),
+        }
     }
     async fn kv_set_many(&self, sets: Vec<KvSet>) -> Result<()> {
         kv::set_many(&self.inner, sets).await
@@ -608,6 +867,10 @@ impl Backend for PostgresBackend {
         after: Option<String>,
         limit: usize,
     ) -> Result<Vec<KvEntry>> {
+        let key = || list_key(&range, after.as_deref(), limit);
+        if let Some(Ok(LaneAnswer::KvPage(page))) = self.inner.joined(key).await {
+            return Ok(page);
+        }
         kv::list_page(&self.inner, range, after, limit).await
     }
 
@@ -628,7 +891,24 @@ impl Backend for PostgresBackend {
         Ok(doc)
     }
     async fn rec_get(&self, coll: String, id: String) -> Result<Option<Doc>> {
+        if let Some(Ok(LaneAnswer::Doc(doc))) = self.inner.joined(|| doc_key(&coll, &id)).await {
+            return Ok(doc);
+        }
         records::get(&self.inner, coll, id).await
+    }
+    fn rec_get_now(&self, coll: &str, id: &str) -> Option<Result<Option<Doc>>> {
+        let inner = Arc::clone(&self.inner);
+        let (owned_coll, owned_id) = (coll.to_owned(), id.to_owned());
+        let read = async move {
+            records::get(&inner, owned_coll, owned_id)
+                .await
+                .map(LaneAnswer::Doc)
+        };
+        match self.inner.lane_read(|| doc_key(coll, id), read)? {
+            Ok(LaneAnswer::Doc(doc)) => Some(Ok(doc)),
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        }
     }
     async fn rec_update(
         &self,
@@ -656,7 +936,45 @@ impl Backend for PostgresBackend {
         after: Option<FindCursor>,
         limit: usize,
     ) -> Result<Vec<Doc>> {
+        let key = || find_key(&coll, filter.as_ref(), &order, after.as_ref(), limit);
+        if let Some(Ok(LaneAnswer::Docs(docs))) = self.inner.joined(key).await {
+            return Ok(docs);
+        }
         records::find_page(&self.inner, coll, filter, order, after, limit).await
+    }
+    fn rec_find_page_now(
+        &self,
+        coll: &str,
+        filter: Option<&Filter>,
+        order: &[SortKey],
+        after: Option<&FindCursor>,
+        limit: usize,
+    ) -> Option<Result<Vec<Doc>>> {
+        let inner = Arc::clone(&self.inner);
+        let (owned_coll, owned_filter, owned_order, owned_after) = (
+            coll.to_owned(),
+            filter.cloned(),
+            order.to_vec(),
+            after.cloned(),
+        );
+        let read = async move {
+            records::find_page(
+                &inner,
+                owned_coll,
+                owned_filter,
+                owned_order,
+                owned_after,
+                limit,
+            )
+            .await
+            .map(LaneAnswer::Docs)
+        };
+        let key = || find_key(coll, filter, order, after, limit);
+        match self.inner.lane_read(key, read)? {
+            Ok(LaneAnswer::Docs(docs)) => Some(Ok(docs)),
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        }
     }
     async fn rec_count(&self, coll: String, filter: Option<Filter>) -> Result<u64> {
         records::count(&self.inner, coll, filter).await
@@ -737,6 +1055,9 @@ impl Backend for PostgresBackend {
             task.abort();
         }
         self.inner.pool.close();
+        if let Some(lane) = &self.inner.lane {
+            lane.close();
+        }
         Ok(())
     }
 }

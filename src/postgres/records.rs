@@ -391,6 +391,7 @@ pub async fn ensure_index(inner: &Inner, path: FieldPath) -> Result<()> {
     // (an ordered index scan for a sorted, limited query). The index exists either way: a
     // failed ANALYZE leaves only the planner's older statistics, so it is not an error.
     let _ = inner.analyze_records().await;
+    inner.forget_statements();
     Ok(())
 }
 

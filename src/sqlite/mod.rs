@@ -23,7 +23,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 
-use crate::backend::{Backend, BlobReader, BlobUpload};
+use crate::backend::{Backend, BlobReader, BlobUpload, SetsNow};
 use crate::error::{ErrorCode, PersistError, Result};
 use crate::model::*;
 use crate::query::{FieldPath, Filter, SortKey};
@@ -689,16 +689,13 @@ impl Backend for SqliteBackend {
     fn sets_now(&self) -> bool {
         true
     }
-    fn kv_set_each_now(
-        &self,
-        sets: Vec<KvSet>,
-    ) -> std::result::Result<Vec<Result<KvEntry>>, Vec<KvSet>> {
+    fn kv_set_each_now(&self, sets: Vec<KvSet>) -> SetsNow {
         let bytes: usize = sets.iter().map(|s| s.key.len() + s.value.len()).sum();
         if sets.len() > MAX_NOW_SETS || bytes > MAX_NOW_BYTES {
-            return Err(sets);
+            return SetsNow::NotNow(sets);
         }
         let Some(tx) = self.shared.begin_now() else {
-            return Err(sets);
+            return SetsNow::NotNow(sets);
         };
         let store = self.shared.store_id;
         let count = sets.len();
@@ -709,7 +706,7 @@ impl Backend for SqliteBackend {
                 .map(|set| kv::set(c, store, set))
                 .collect::<Vec<_>>())
         });
-        Ok(match outcome {
+        SetsNow::Done(match outcome {
             Ok(results) => results,
             Err(err) => (0..count).map(|_| Err(err.clone())).collect(),
         })
@@ -958,13 +955,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("t.db");
         let db = SqliteBackend::open("t", SqlitePath::File(file.clone())).unwrap();
-        let results = db
-            .kv_set_each_now(vec![
-                set("a", "1", IfVersion::Any),
-                set("b", "2", IfVersion::Is("nope".into())),
-                set("c", "3", IfVersion::Absent),
-            ])
-            .unwrap_or_else(|_| panic!("an idle writer takes the sets at once"));
+        let SetsNow::Done(results) = db.kv_set_each_now(vec![
+            set("a", "1", IfVersion::Any),
+            set("b", "2", IfVersion::Is("nope".into())),
+            set("c", "3", IfVersion::Absent),
+        ]) else {
+            panic!("an idle writer takes the sets at once")
+        };
         assert!(results[0].is_ok() && results[2].is_ok());
         assert_eq!(
             results[1].as_ref().unwrap_err().code,
@@ -1038,7 +1035,7 @@ mod tests {
             .map(|i| set(&format!("k{i}"), "1", IfVersion::Any))
             .collect();
         assert!(
-            db.kv_set_each_now(big).is_err(),
+            matches!(db.kv_set_each_now(big), SetsNow::NotNow(_)),
             "too many for the caller's thread"
         );
 
@@ -1046,9 +1043,9 @@ mod tests {
         let other = Connection::open(&file).unwrap();
         other.execute_batch("BEGIN IMMEDIATE").unwrap();
         let started = std::time::Instant::now();
-        let sets = db
-            .kv_set_each_now(vec![set("x", "1", IfVersion::Any)])
-            .expect_err("the lock is taken: no waiting on the caller's thread");
+        let SetsNow::NotNow(sets) = db.kv_set_each_now(vec![set("x", "1", IfVersion::Any)]) else {
+            panic!("the lock is taken: no waiting on the caller's thread")
+        };
         assert!(
             started.elapsed() < BUSY_TIMEOUT / 2,
             "and the busy timeout was not waited out"
@@ -1069,15 +1066,18 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(
-            db.kv_set_each_now(vec![set("y", "1", IfVersion::Any)])
-                .is_err(),
+            matches!(
+                db.kv_set_each_now(vec![set("y", "1", IfVersion::Any)]),
+                SetsNow::NotNow(_)
+            ),
             "a job is queued for the writer: nothing overtakes it"
         );
         other.execute_batch("COMMIT").unwrap();
         assert_eq!(pending.await.unwrap().unwrap().len(), 1);
-        assert!(db
-            .kv_set_each_now(vec![set("y", "1", IfVersion::Any)])
-            .is_ok());
+        assert!(matches!(
+            db.kv_set_each_now(vec![set("y", "1", IfVersion::Any)]),
+            SetsNow::Done(_)
+        ));
         db.close().await.unwrap();
         assert!(
             db.shared.begin_now().is_none(),
