@@ -214,7 +214,12 @@ function toKvEntry(e) {
   return e
 }
 
-/** The `ops` text of `kvSetBatch` / `kvDirectSetPlan` for pending sets. */
+/** The `ops` text of `kvDirectSetPlan`: `setOps` without the values. */
+function planOps(batch) {
+  return '[' + batch.map((o) => `[${JSON.stringify(o.key)},${o.ttl === null ? 'null' : JSON.stringify(o.ttl)},${o.ifVersion === null ? 'null' : JSON.stringify(o.ifVersion)},${o.ifAbsent}]`).join(',') + ']'
+}
+
+/** The `ops` text of `kvSetBatch` for pending sets. */
 function setOps(batch) {
   return '[' + batch.map((o) => `[${JSON.stringify(o.key)},${o.json},${o.ttl === null ? 'null' : JSON.stringify(o.ttl)},${o.ifVersion === null ? 'null' : JSON.stringify(o.ifVersion)},${o.ifAbsent}]`).join(',') + ']'
 }
@@ -246,8 +251,10 @@ class DirectKv {
   }
 
   /** Runs pending sets (see KV#flushSets); those the core defers go to `sendDeferred`. */
-  sets(batch, ops, sendDeferred) {
-    const [ticket, planned, deferred, invalid] = JSON.parse(this.#n.kvDirectSetPlan(ops))
+  sets(batch, sendDeferred) {
+    // The core plans without the values (they stay here as JSON text): each record is the
+    // plan's head, the value's JSON and the set's tail, parsed once into what the adapter gets.
+    const [ticket, head, planned, deferred, invalid] = JSON.parse(this.#n.kvDirectSetPlan(planOps(batch)))
     for (const [i, body] of invalid) batch[i].reject(fromErrorBody(body))
     if (deferred.length > 0) sendDeferred(deferred.map((i) => batch[i]))
     if (planned.length === 0) return
@@ -256,7 +263,8 @@ class DirectKv {
     this.#bound(bound, calls, 'put', (call, error) => this.#setSettled(call, error))
     for (let n = 0; n < calls.length; n++) {
       const call = calls[n]
-      callAdapter(this.#put, call.key, planned[n][2], () => this.#setSettled(call, null), (err) => this.#setSettled(call, adapterFailure('put', call.key, err)))
+      const record = JSON.parse(head + call.op.json + planned[n][2])
+      callAdapter(this.#put, call.key, record, () => this.#setSettled(call, null), (err) => this.#setSettled(call, adapterFailure('put', call.key, err)))
     }
   }
 
@@ -413,17 +421,16 @@ class KV {
   #flushSets = () => {
     const batch = this.#pendingSets
     this.#pendingSets = []
-    const ops = setOps(batch)
     if (this.#direct !== null) {
       try {
-        this.#direct.sets(batch, ops, (deferred) => this.#sendSets(deferred, setOps(deferred)))
+        this.#direct.sets(batch, (deferred) => this.#sendSets(deferred, setOps(deferred)))
       } catch (err) {
         const e = fromNative(err)
         for (const op of batch) op.reject(e)
       }
       return
     }
-    this.#sendSets(batch, ops)
+    this.#sendSets(batch, setOps(batch))
   }
 
   async #sendSets(batch, ops) {

@@ -227,14 +227,26 @@ impl Store {
 
     /// Plans the sets of a batch for the direct path: the sets that fail validation (by
     /// position), and the plan for the others (see `DirectKv::plan_sets`). None: no direct path.
-    pub fn kv_direct_plan(&self, sets: Vec<KvSetRequest>) -> Result<Option<DirectSetPlan>> {
+    pub fn kv_direct_plan(
+        &self,
+        sets: Vec<(String, Option<f64>, IfVersion<String>)>,
+    ) -> Result<Option<DirectSetPlan>> {
         let Some(direct) = self.direct_kv()? else {
             return Ok(None);
         };
         let mut invalid = Vec::new();
         let mut valid = Vec::with_capacity(sets.len());
-        for (i, (key, value, ttl, cond)) in sets.into_iter().enumerate() {
-            match kv_set_checked(key, value, ttl, cond) {
+        for (i, (key, ttl, cond)) in sets.into_iter().enumerate() {
+            // No value: the caller holds its JSON text (see `PlannedSet`).
+            let checked = validate::name("kv key", &key)
+                .and_then(|()| ttl.map(validate::ttl).transpose())
+                .map(|ttl_ms| KvSet {
+                    key,
+                    value: String::new(),
+                    ttl_ms,
+                    if_version: cond,
+                });
+            match checked {
                 Ok(set) => valid.push((i, set)),
                 Err(e) => invalid.push((i, e)),
             }

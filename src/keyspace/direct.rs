@@ -12,18 +12,20 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::{layout, new_kv_record, Inner};
+use super::{layout, new_kv_entry, Inner};
 use crate::backend::DirectKv;
 use crate::clock::now_ms;
 use crate::error::Result;
 use crate::model::{IfVersion, KvEntry, KvSet};
 
-/// A set the caller is to write: `record` (JSON text) at `stored_key`, then report it done.
+/// A set the caller is to write: the record `KV_RECORD_HEAD` + the value's JSON +
+/// `record_tail` at `stored_key`, then report it done. The caller holds the value's text, so
+/// it never comes here (the entry's `value` is empty).
 pub struct PlannedSet {
     /// Position in the batch the plan was made for.
     pub index: usize,
     pub stored_key: String,
-    pub record: String,
+    pub record_tail: String,
     pub entry: KvEntry,
 }
 
@@ -79,14 +81,7 @@ impl Inner {
                 deferred_keys.insert(stored_key);
                 continue;
             };
-            let (entry, record) = match new_kv_record(set, now) {
-                Ok(made) => made,
-                Err(e) => {
-                    self.locks.release(&stored_key, guard);
-                    self.direct_sets_done(ticket, plan.planned.iter().map(|p| p.index));
-                    return Err(e);
-                }
-            };
+            let (entry, record_tail) = new_kv_entry(set, now);
             self.held
                 .locks
                 .lock()
@@ -95,7 +90,7 @@ impl Inner {
             plan.planned.push(PlannedSet {
                 index,
                 stored_key,
-                record,
+                record_tail,
                 entry,
             });
         }
@@ -169,7 +164,7 @@ impl super::KeyLocks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keyspace::{KeyValue, KeyspaceBackend, MemoryKeyValue, Stored};
+    use crate::keyspace::{KeyValue, KeyspaceBackend, MemoryKeyValue, Stored, KV_RECORD_HEAD};
     use std::sync::Arc;
 
     fn plain(key: &str, value: &str) -> KvSet {
@@ -209,7 +204,10 @@ mod tests {
         assert_eq!(plan.deferred, vec![1, 2, 4]);
         let keys: Vec<&str> = plan.planned.iter().map(|p| p.stored_key.as_str()).collect();
         assert_eq!(keys, vec!["kv/a", "kv/b.-c.~d"]);
-        let rec: serde_json::Value = serde_json::from_str(&plan.planned[1].record).unwrap();
+        // The record around the value the caller holds (`true` here).
+        let record = |p: &PlannedSet, value: &str| [KV_RECORD_HEAD, value, &p.record_tail].concat();
+        let rec: serde_json::Value =
+            serde_json::from_str(&record(&plan.planned[1], "true")).unwrap();
         assert_eq!(rec["value"], serde_json::json!(true));
         assert_eq!(
             rec["version"],
@@ -233,8 +231,8 @@ mod tests {
             !blocked.is_finished(),
             "the async set waits for the planned one"
         );
-        for p in &plan.planned {
-            mem.put(&p.stored_key, Stored::Json(p.record.clone()))
+        for (p, value) in plan.planned.iter().zip(["{\"x\":1}", "true"]) {
+            mem.put(&p.stored_key, Stored::Json(record(p, value)))
                 .await
                 .unwrap();
         }
@@ -253,15 +251,5 @@ mod tests {
         let expired = "{\"value\":1,\"version\":\"v\",\"expiresAt\":1}";
         assert!(backend.direct_value("kv/a", expired).unwrap().is_none());
         assert!(backend.direct_value("kv/a", "[1]").is_err());
-    }
-
-    #[test]
-    fn a_value_that_is_not_json_releases_what_the_plan_took() {
-        let backend = KeyspaceBackend::new(Arc::new(MemoryKeyValue::default()));
-        assert!(backend
-            .direct_set_plan(vec![(0, plain("a", "1")), (1, plain("b", "{nope"))])
-            .is_err());
-        assert!(backend.locks.locks.lock().unwrap().is_empty());
-        assert!(backend.held.locks.lock().unwrap().is_empty());
     }
 }

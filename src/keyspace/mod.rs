@@ -342,18 +342,36 @@ struct StreamHead {
 /// What a set writes: its entry (a new version, the expiry of its ttl from `now`) and the
 /// stored record (JSON text).
 fn new_kv_record(set: KvSet, now: i64) -> Result<(KvEntry, String)> {
+    // Checked, not copied: the record is built around the value's text.
+    serde_json::from_str::<&RawValue>(&set.value)
+        .map_err(|e| PersistError::invalid_value(format!("not valid JSON: {e}")))?;
+    let (entry, tail) = new_kv_entry(set, now);
+    let record = [KV_RECORD_HEAD, &entry.value, &tail].concat();
+    Ok((entry, record))
+}
+
+/// The text of a stored kv record before its value: a record is `KV_RECORD_HEAD`, the value's
+/// JSON, then the tail of [`new_kv_entry`] (the JSON of [`KvRecord`], built around the value
+/// so that a caller holding the value's text need not send it here: the direct path).
+pub(crate) const KV_RECORD_HEAD: &str = "{\"value\":";
+
+/// A new version and expiry for a set, and the record's text after the value.
+pub(crate) fn new_kv_entry(set: KvSet, now: i64) -> (KvEntry, String) {
     let entry = KvEntry {
         key: set.key,
         value: set.value,
         version: new_version(),
         expires_at: set.ttl_ms.map(|ttl| now.saturating_add(ttl as i64)),
     };
-    let record = KvRecord {
-        value: raw(&entry.value)?,
-        version: entry.version.clone(),
-        expires_at: entry.expires_at,
-    };
-    Ok((entry, to_json(&record)?))
+    let mut tail = String::with_capacity(64);
+    tail.push_str(",\"version\":");
+    tail.push_str(&serde_json::to_string(&entry.version).unwrap_or_default());
+    if let Some(at) = entry.expires_at {
+        tail.push_str(",\"expiresAt\":");
+        tail.push_str(&at.to_string());
+    }
+    tail.push('}');
+    (entry, tail)
 }
 
 fn raw(json: &str) -> Result<Box<RawValue>> {

@@ -243,19 +243,36 @@ impl NativeStore {
             .map(|d| d.timeout().as_millis() as f64))
     }
 
-    /// Plans the sets of one tick (`ops` as for `kvSetBatch`) for index.js to write itself.
-    /// JSON `[ticket, planned, deferred, invalid]`: planned `[index, adapterKey, record,
-    /// version, expiresAt|null]` (record: what to `put`, its key locked until
-    /// `kvDirectSetsDone`), deferred the indexes to send through `kvSetBatch`, invalid
-    /// `[index, {code, message}]`. Null when the store has no direct path.
+    /// Plans the sets of one tick for index.js to write itself. `ops` is a JSON array of
+    /// `[key, ttl|null, ifVersion|null, ifAbsent]` (no values: index.js holds their JSON).
+    /// JSON `[ticket, head, planned, deferred, invalid]`: planned `[index, adapterKey,
+    /// tail, version, expiresAt|null]`, where `head` + the value's JSON + `tail` is the record
+    /// to `put` (its key locked until `kvDirectSetsDone`); deferred the indexes to send
+    /// through `kvSetBatch`; invalid `[index, {code, message}]`. Null when the store has no
+    /// direct path.
     #[napi]
     pub fn kv_direct_set_plan(&self, ops: String) -> Result<Option<String>> {
-        let sets = parse_set_batch(&ops)?;
+        type Op = (String, Option<f64>, Option<String>, bool);
+        let parsed: Vec<Op> = serde_json::from_str(&ops)
+            .map_err(|e| to_js(PersistError::internal(format!("kvDirectSetPlan: {e}"))))?;
+        let sets = parsed
+            .into_iter()
+            .map(|(key, ttl, if_version, if_absent)| {
+                let cond = match (if_absent, if_version) {
+                    (true, _) => IfVersion::Absent,
+                    (false, Some(v)) => IfVersion::Is(v),
+                    (false, None) => IfVersion::Any,
+                };
+                (key, ttl, cond)
+            })
+            .collect();
         let Some((invalid, plan)) = self.store.kv_direct_plan(sets).js()? else {
             return Ok(None);
         };
-        let mut out = String::with_capacity(64 + plan.planned.len() * 256);
-        out.push_str(&format!("[{},[", plan.ticket));
+        let mut out = String::with_capacity(64 + plan.planned.len() * 96);
+        out.push_str(&format!("[{},", plan.ticket));
+        json::push_str(&mut out, crate::keyspace::KV_RECORD_HEAD);
+        out.push_str(",[");
         for (n, p) in plan.planned.iter().enumerate() {
             if n > 0 {
                 out.push(',');
@@ -263,7 +280,7 @@ impl NativeStore {
             out.push_str(&format!("[{},", p.index));
             json::push_str(&mut out, &p.stored_key);
             out.push(',');
-            out.push_str(&p.record);
+            json::push_str(&mut out, &p.record_tail);
             out.push(',');
             json::push_str(&mut out, &p.entry.version);
             out.push(',');
