@@ -230,7 +230,7 @@ pub(crate) struct Inner {
     /// read. The binding then asks again through the async path at once, and that call joins
     /// the running read instead of sending the same query a second time (a slow query would
     /// otherwise run twice).
-    parked: Mutex<Vec<(String, ParkedRead)>>,
+    parked: Mutex<Vec<(String, std::time::Instant, ParkedRead)>>,
     store_id: i32,
     schema: String,
     pg_config: tokio_postgres::Config,
@@ -291,8 +291,10 @@ pub(crate) enum LaneAnswer {
 
 type ParkedRead = tokio::sync::oneshot::Receiver<Result<LaneAnswer>>;
 
-/// Most reads kept running for a second ask (older ones are let go: their answer is dropped).
+/// Most reads kept for a later ask, and for how long (older ones are let go: their answer is
+/// dropped).
 const MAX_PARKED: usize = 16;
+const PARKED_FOR: Duration = Duration::from_secs(5);
 
 /// Keeps the planner's statistics of `persist_records` fresh after bulk writes. Until a table
 /// is first analyzed the planner takes it for nearly empty, and autovacuum analyzes it only
@@ -391,14 +393,30 @@ impl Inner {
         match ticket.run(read) {
             LaneRun::Done(answer) => Some(answer),
             LaneRun::Pending(rx) => {
-                let mut parked = lock(&self.parked);
-                if parked.len() >= MAX_PARKED {
-                    parked.remove(0);
-                }
-                parked.push((key(), rx));
+                self.park(key(), rx);
                 None
             }
         }
+    }
+
+    fn park(&self, key: String, read: ParkedRead) {
+        let mut parked = lock(&self.parked);
+        parked.retain(|(_, at, _)| at.elapsed() < PARKED_FOR);
+        if parked.len() >= MAX_PARKED {
+            parked.remove(0);
+        }
+        parked.push((key, std::time::Instant::now(), read));
+    }
+
+    /// Starts the list page after `after` and parks it (see `parked`).
+    fn read_ahead(self: &Arc<Self>, range: KvRange, after: String, limit: usize) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.park(list_key(&range, Some(&after), limit), rx);
+        let inner = Arc::clone(self);
+        self.runtime.spawn(async move {
+            let page = kv::list_page(&inner, range, Some(after), limit).await;
+            let _ = tx.send(page.map(LaneAnswer::KvPage));
+        });
     }
 
     /// The answer of the parked read under this key, if there is one (see `parked`).
@@ -409,8 +427,8 @@ impl Inner {
                 return None;
             }
             let key = key();
-            let at = parked.iter().position(|(k, _)| *k == key)?;
-            parked.remove(at).1
+            let at = parked.iter().position(|(k, _, _)| *k == key)?;
+            parked.remove(at).2
         };
         rx.await.ok()
     }
@@ -868,10 +886,20 @@ impl Backend for PostgresBackend {
         limit: usize,
     ) -> Result<Vec<KvEntry>> {
         let key = || list_key(&range, after.as_deref(), limit);
-        if let Some(Ok(LaneAnswer::KvPage(page))) = self.inner.joined(key).await {
-            return Ok(page);
+        let page = match self.inner.joined(key).await {
+            Some(Ok(LaneAnswer::KvPage(page))) => page,
+            _ => kv::list_page(&self.inner, range.clone(), after, limit).await?,
+        };
+        // A full page: the next one is likely asked for next, so its query starts now and is
+        // parked for that call to join. index.js asks for a page before it parses the one in
+        // hand, but the query and the trip back took longer than the parse: the JS thread sat
+        // idle for a quarter of a long listing.
+        if page.len() == limit {
+            if let Some(last) = page.last() {
+                self.inner.read_ahead(range, last.key.clone(), limit);
+            }
         }
-        kv::list_page(&self.inner, range, after, limit).await
+        Ok(page)
     }
 
     async fn rec_insert(&self, coll: String, id: String, data: String) -> Result<Doc> {
