@@ -320,6 +320,19 @@ fn connect(config: &tokio_postgres::Config, timeout: Duration) -> Result<LaneCon
     })
 }
 
+/// Marks the lane down when dropped, which only happens while a panic unwinds (it is
+/// forgotten otherwise): the connection went with the unwinding.
+struct PanicGuard<'a>(&'a Lane);
+
+impl Drop for PanicGuard<'_> {
+    fn drop(&mut self) {
+        let mut state = lock(&self.0.state);
+        if !matches!(*state, State::Closed) {
+            *state = State::Down(Instant::now());
+        }
+    }
+}
+
 /// The lane's connection, taken for one operation.
 pub(crate) struct LaneTicket {
     lane: Arc<Lane>,
@@ -338,9 +351,13 @@ impl LaneTicket {
         let LaneTicket { lane, conn } = self;
         let started = Instant::now();
         let mut op = Box::pin(LANE_CLIENT.scope(Arc::clone(&conn.client), op));
+        // A panic in the operation is the binding's to report (INTERNAL); the lane is marked
+        // down first, so it reconnects instead of staying busy for good.
+        let down_on_panic = PanicGuard(&lane);
         let out = conn
             .rt()
             .block_on(async { tokio::time::timeout(LANE_BUDGET, &mut op).await });
+        std::mem::forget(down_on_panic);
         *lock(&lane.slice) += started.elapsed();
         match out {
             Ok(result) => {
@@ -353,7 +370,9 @@ impl LaneTicket {
                 let finishing = std::thread::Builder::new()
                     .name("persist-pg-lane".into())
                     .spawn(move || {
+                        let down_on_panic = PanicGuard(&helper);
                         let result = conn.rt().block_on(op);
+                        std::mem::forget(down_on_panic);
                         let _ = tx.send(result);
                         helper.put_back(conn);
                     });
