@@ -285,14 +285,7 @@ fn connect(config: &tokio_postgres::Config, timeout: Duration) -> Result<LaneCon
                 .map_err(|e| failed(format!("postgres: lane connect: {e}")))?;
                 let _ = stream.set_nodelay(true);
                 let fd = stream.as_raw_fd();
-                let (client, connection) =
-                    tokio::time::timeout(timeout, config.connect_raw(stream, NoTls))
-                        .await
-                        .map_err(|_| failed("postgres: lane startup timed out".into()))?
-                        .map_err(super::pg_err)?;
-                let handle = tokio::spawn(async move {
-                    let _ = connection.await;
-                });
+                let (client, handle) = start(config, stream, timeout).await?;
                 Ok::<_, PersistError>((client, fd, handle))
             }
             Host::Unix(dir) => {
@@ -301,14 +294,7 @@ fn connect(config: &tokio_postgres::Config, timeout: Duration) -> Result<LaneCon
                     .await
                     .map_err(|e| failed(format!("postgres: lane connect: {e}")))?;
                 let fd = stream.as_raw_fd();
-                let (client, connection) =
-                    tokio::time::timeout(timeout, config.connect_raw(stream, NoTls))
-                        .await
-                        .map_err(|_| failed("postgres: lane startup timed out".into()))?
-                        .map_err(super::pg_err)?;
-                let handle = tokio::spawn(async move {
-                    let _ = connection.await;
-                });
+                let (client, handle) = start(config, stream, timeout).await?;
                 Ok((client, fd, handle))
             }
         }
@@ -385,6 +371,31 @@ impl LaneTicket {
             }
         }
     }
+}
+
+/// The startup on a connected socket (user, password, database, options), and the
+/// connection's task on the lane's runtime.
+async fn start<S>(
+    config: &tokio_postgres::Config,
+    stream: S,
+    timeout: Duration,
+) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>)>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (client, connection) = tokio::time::timeout(timeout, config.connect_raw(stream, NoTls))
+        .await
+        .map_err(|_| {
+            PersistError::new(
+                crate::error::ErrorCode::Connection,
+                "postgres: lane startup timed out",
+            )
+        })?
+        .map_err(super::pg_err)?;
+    let handle = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok((client, handle))
 }
 
 async fn within<T>(
