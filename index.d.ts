@@ -29,7 +29,11 @@ export interface PostgresConfig {
         password?: string;
         ssl?: boolean | "require" | "prefer";
       };
-  /** Default `{ max: 10 }`. */
+  /**
+   * Default `{ max: 10 }`: at most `max` connections (LISTEN for `events.subscribe` aside). With
+   * `max` ≥ 2 one of them serves calls made while the store is otherwise idle from the calling
+   * thread, waiting at most 2 ms there (README, "Postgres: the lane").
+   */
   pool?: { max?: number };
   /** Default `"public"`. */
   schema?: string;
