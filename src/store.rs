@@ -673,8 +673,11 @@ impl Store {
 /// What `Store::kv_set_each_now` did: committed, or still running (one result per set).
 pub enum SetsDone {
     Now(Vec<Result<KvEntry>>),
-    Later(std::pin::Pin<Box<dyn std::future::Future<Output = Vec<Result<KvEntry>>> + Send>>),
+    Later(LaterSets),
 }
+
+/// The results of sets still running (see `SetsNow::Pending`).
+pub type LaterSets = futures::future::BoxFuture<'static, Vec<Result<KvEntry>>>;
 
 fn check_sets(sets: Vec<KvSetRequest>) -> (Vec<Option<Result<KvEntry>>>, Vec<KvSet>) {
     let mut results = Vec::with_capacity(sets.len());

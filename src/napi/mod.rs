@@ -23,7 +23,7 @@ use crate::backend::{BlobReader, BlobUpload};
 use crate::clock::iso8601;
 use crate::error::{PersistError, Result as CoreResult};
 use crate::model::{BlobMeta, ByteRange, IfVersion, KvRange, NewEvent};
-use crate::store::{KvSetRequest, SetsDone, Store};
+use crate::store::{KvSetRequest, LaterSets, SetsDone, Store};
 
 pub(crate) const ERROR_TAG: &str = "\u{0}PERSIST";
 
@@ -72,10 +72,6 @@ pub struct NativeStore {
     /// Set batches still running after `kvSetBatchNow` returned (see `SetsDone::Later`), by id.
     sets_later: std::sync::Mutex<(u32, std::collections::HashMap<u32, LaterSets>)>,
 }
-
-type LaterSets = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Vec<CoreResult<crate::model::KvEntry>>> + Send>,
->;
 
 impl NativeStore {
     fn new(store: Store) -> Self {

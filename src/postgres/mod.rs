@@ -14,14 +14,15 @@
 //! connection is retried too; a write that loses its connection mid-flight fails with
 //! CONNECTION (it may or may not have been applied, so it is not repeated). Broken connections
 //! are dropped by the pool's recycle check and replaced on demand.
+//!
+//! One of the `max` connections is the lane (`lane`): operations made while the store is idle
+//! run on it from the calling thread, without a thread hop.
 
 mod blobs;
 mod events;
 mod kv;
 mod lane;
 pub mod query_sql;
-
-use lane::LaneRun;
 mod records;
 
 use std::collections::{HashMap, HashSet};
@@ -41,6 +42,7 @@ use crate::config::PostgresConfig;
 use crate::error::{ErrorCode, PersistError, Result};
 use crate::model::*;
 use crate::query::{FieldPath, Filter, SortKey};
+use lane::LaneRun;
 
 /// How long one connection attempt may take before it fails with TIMEOUT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
