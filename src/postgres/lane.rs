@@ -10,12 +10,13 @@
 //!
 //! Bounds, so the event loop is never held for long:
 //! - a call waits at most [`LANE_BUDGET`]; an operation not finished by then goes on on a
-//!   helper thread with the connection (a read's answer is dropped and the binding asks again
-//!   through the pool; a write's result arrives later through [`LaneRun::Pending`]);
+//!   helper thread with the connection, and its result arrives through [`LaneRun::Pending`]
+//!   (a write's resolves its promise later; a read is parked for the async call the binding
+//!   makes next, which joins it instead of sending it again: `Inner::lane_read`);
 //! - after [`LANE_SLICE`] of lane time, one call is refused, so the binding takes the async
 //!   path and the event loop gets a turn;
 //! - the binding uses the lane only while no pooled connection is in use (see
-//!   `Inner::lane_usable`), so an operation never overtakes one made before it through the
+//!   `Inner::lane_ticket`), so an operation never overtakes one made before it through the
 //!   pool.
 //!
 //! Before each use, a readable socket on an idle connection (a notice, or the server closing
