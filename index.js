@@ -214,14 +214,10 @@ function toKvEntry(e) {
   return e
 }
 
-/** The `ops` text of `kvDirectSetPlan`: `setOps` without the values. */
-function planOps(batch) {
-  return '[' + batch.map((o) => `[${JSON.stringify(o.key)},${o.ttl === null ? 'null' : JSON.stringify(o.ttl)},${o.ifVersion === null ? 'null' : JSON.stringify(o.ifVersion)},${o.ifAbsent}]`).join(',') + ']'
-}
-
-/** The `ops` text of `kvSetBatch` for pending sets. */
-function setOps(batch) {
-  return '[' + batch.map((o) => `[${JSON.stringify(o.key)},${o.json},${o.ttl === null ? 'null' : JSON.stringify(o.ttl)},${o.ifVersion === null ? 'null' : JSON.stringify(o.ifVersion)},${o.ifAbsent}]`).join(',') + ']'
+/** The `ops` text of `kvSetBatch` for pending sets: `[key, value, ttl, ifVersion, ifAbsent]`
+ * each; without `withValues`, that of `kvDirectSetPlan` (no value: the caller keeps it). */
+function setOps(batch, withValues = true) {
+  return '[' + batch.map((o) => `[${JSON.stringify(o.key)},${withValues ? o.json + ',' : ''}${o.ttl === null ? 'null' : JSON.stringify(o.ttl)},${o.ifVersion === null ? 'null' : JSON.stringify(o.ifVersion)},${o.ifAbsent}]`).join(',') + ']'
 }
 
 /**
@@ -254,7 +250,7 @@ class DirectKv {
   sets(batch, sendDeferred) {
     // The core plans without the values (they stay here as JSON text): each record is the
     // plan's head, the value's JSON and the set's tail, parsed once into what the adapter gets.
-    const [ticket, head, planned, deferred, invalid] = JSON.parse(this.#n.kvDirectSetPlan(planOps(batch)))
+    const [ticket, head, planned, deferred, invalid] = JSON.parse(this.#n.kvDirectSetPlan(setOps(batch, false)))
     for (const [i, body] of invalid) batch[i].reject(fromErrorBody(body))
     if (deferred.length > 0) sendDeferred(deferred.map((i) => batch[i]))
     if (planned.length === 0) return

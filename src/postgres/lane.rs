@@ -33,6 +33,7 @@ use deadpool_postgres::{ClientWrapper, StatementCache};
 use tokio_postgres::config::Host;
 use tokio_postgres::NoTls;
 
+use super::lock;
 use crate::error::{PersistError, Result};
 
 /// How long a call may wait on the caller's thread before the operation moves to a helper
@@ -90,10 +91,6 @@ impl Drop for LaneConn {
             rt.shutdown_background();
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl LaneConn {

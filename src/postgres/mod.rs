@@ -283,13 +283,39 @@ impl Drop for LaneClient {
     }
 }
 
-/// What a read on the lane gives (one variant per kind of read).
+/// What a parked read gives (one variant per kind of read).
 pub(crate) enum LaneAnswer {
     Kv(Vec<Option<KvEntry>>),
     KvPage(Vec<KvEntry>),
     Doc(Option<Doc>),
     Docs(Vec<Doc>),
 }
+
+/// A kind of read that can be parked: its answer in and out of [`LaneAnswer`].
+trait Answer: Sized + Send + 'static {
+    fn wrap(self) -> LaneAnswer;
+    fn unwrap(answer: LaneAnswer) -> Option<Self>;
+}
+
+macro_rules! answer {
+    ($t:ty, $variant:ident) => {
+        impl Answer for $t {
+            fn wrap(self) -> LaneAnswer {
+                LaneAnswer::$variant(self)
+            }
+            fn unwrap(answer: LaneAnswer) -> Option<Self> {
+                match answer {
+                    LaneAnswer::$variant(v) => Some(v),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+answer!(Vec<Option<KvEntry>>, Kv);
+answer!(Vec<KvEntry>, KvPage);
+answer!(Option<Doc>, Doc);
+answer!(Vec<Doc>, Docs);
 
 type ParkedRead = tokio::sync::oneshot::Receiver<Result<LaneAnswer>>;
 
@@ -385,15 +411,19 @@ impl Inner {
 
     /// Runs a read on the lane (see `lane`): its answer, or None when the lane cannot take it
     /// or the read ran past the budget (then it is parked under `key` for the async call the
-    /// binding makes next).
-    fn lane_read(
+    /// binding makes next). `read` is only made once the lane has taken the call.
+    fn lane_read<T: Answer, Fut>(
         self: &Arc<Self>,
         key: impl FnOnce() -> String,
-        read: impl std::future::Future<Output = Result<LaneAnswer>> + Send + 'static,
-    ) -> Option<Result<LaneAnswer>> {
+        read: impl FnOnce(Arc<Inner>) -> Fut,
+    ) -> Option<Result<T>>
+    where
+        Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+    {
         let ticket = self.lane_ticket()?;
-        match ticket.run(read) {
-            LaneRun::Done(answer) => Some(answer),
+        let read = read(Arc::clone(self));
+        match ticket.run(async move { read.await.map(T::wrap) }) {
+            LaneRun::Done(answer) => answer.map(T::unwrap).transpose(),
             LaneRun::Pending(rx) => {
                 self.park(key(), rx);
                 None
@@ -417,12 +447,13 @@ impl Inner {
         let inner = Arc::clone(self);
         self.runtime.spawn(async move {
             let page = kv::list_page(&inner, range, Some(after), limit).await;
-            let _ = tx.send(page.map(LaneAnswer::KvPage));
+            let _ = tx.send(page.map(Answer::wrap));
         });
     }
 
-    /// The answer of the parked read under this key, if there is one (see `parked`).
-    async fn joined(&self, key: impl FnOnce() -> String) -> Option<Result<LaneAnswer>> {
+    /// The answer of the parked read under this key, if there is one and it succeeded (see
+    /// `parked`); otherwise the caller reads for itself.
+    async fn joined<T: Answer>(&self, key: impl FnOnce() -> String) -> Option<T> {
         let rx = {
             let mut parked = lock(&self.parked);
             if parked.is_empty() {
@@ -432,7 +463,7 @@ impl Inner {
             let at = parked.iter().position(|(k, _, _)| *k == key)?;
             parked.remove(at).2
         };
-        rx.await.ok()
+        rx.await.ok()?.ok().and_then(T::unwrap)
     }
 
     /// The lane, when it may take an operation now: no pooled connection in use or awaited,
@@ -803,7 +834,7 @@ impl Backend for PostgresBackend {
     }
 
     async fn kv_get_many(&self, keys: Vec<String>) -> Result<Vec<Option<KvEntry>>> {
-        if let Some(Ok(LaneAnswer::Kv(found))) = self.inner.joined(|| kv_key(&keys)).await {
+        if let Some(found) = self.inner.joined(|| kv_key(&keys)).await {
             return Ok(found);
         }
         kv::get_many(&self.inner, keys).await
@@ -812,13 +843,13 @@ impl Backend for PostgresBackend {
         if keys.len() > LANE_MAX_OPS {
             return None;
         }
-        let (inner, owned) = (Arc::clone(&self.inner), keys.to_vec());
-        let read = async move { kv::get_many(&inner, owned).await.map(LaneAnswer::Kv) };
-        match self.inner.lane_read(|| kv_key(keys), read)? {
-            Ok(LaneAnswer::Kv(found)) => Some(Ok(found)),
-            Ok(_) => None,
-            Err(e) => Some(Err(e)),
-        }
+        self.inner.lane_read(
+            || kv_key(keys),
+            |inner| {
+                let keys = keys.to_vec();
+                async move { kv::get_many(&inner, keys).await }
+            },
+        )
     }
     fn kv_list_page_now(
         &self,
@@ -826,21 +857,13 @@ impl Backend for PostgresBackend {
         after: Option<&str>,
         limit: usize,
     ) -> Option<Result<Vec<KvEntry>>> {
-        let inner = Arc::clone(&self.inner);
-        let (owned_range, owned_after) = (range.clone(), after.map(str::to_owned));
-        let read = async move {
-            kv::list_page(&inner, owned_range, owned_after, limit)
-                .await
-                .map(LaneAnswer::KvPage)
-        };
-        match self
-            .inner
-            .lane_read(|| list_key(range, after, limit), read)?
-        {
-            Ok(LaneAnswer::KvPage(page)) => Some(Ok(page)),
-            Ok(_) => None,
-            Err(e) => Some(Err(e)),
-        }
+        self.inner.lane_read(
+            || list_key(range, after, limit),
+            |inner| {
+                let (range, after) = (range.clone(), after.map(str::to_owned));
+                async move { kv::list_page(&inner, range, after, limit).await }
+            },
+        )
     }
     async fn kv_set(&self, set: KvSet) -> Result<KvEntry> {
         kv::set(&self.inner, set).await
@@ -889,8 +912,8 @@ impl Backend for PostgresBackend {
     ) -> Result<Vec<KvEntry>> {
         let key = || list_key(&range, after.as_deref(), limit);
         let page = match self.inner.joined(key).await {
-            Some(Ok(LaneAnswer::KvPage(page))) => page,
-            _ => kv::list_page(&self.inner, range.clone(), after, limit).await?,
+            Some(page) => page,
+            None => kv::list_page(&self.inner, range.clone(), after, limit).await?,
         };
         // A full page: the next one is likely asked for next, so its query starts now and is
         // parked for that call to join. index.js asks for a page before it parses the one in
@@ -921,24 +944,19 @@ impl Backend for PostgresBackend {
         Ok(doc)
     }
     async fn rec_get(&self, coll: String, id: String) -> Result<Option<Doc>> {
-        if let Some(Ok(LaneAnswer::Doc(doc))) = self.inner.joined(|| doc_key(&coll, &id)).await {
+        if let Some(doc) = self.inner.joined(|| doc_key(&coll, &id)).await {
             return Ok(doc);
         }
         records::get(&self.inner, coll, id).await
     }
     fn rec_get_now(&self, coll: &str, id: &str) -> Option<Result<Option<Doc>>> {
-        let inner = Arc::clone(&self.inner);
-        let (owned_coll, owned_id) = (coll.to_owned(), id.to_owned());
-        let read = async move {
-            records::get(&inner, owned_coll, owned_id)
-                .await
-                .map(LaneAnswer::Doc)
-        };
-        match self.inner.lane_read(|| doc_key(coll, id), read)? {
-            Ok(LaneAnswer::Doc(doc)) => Some(Ok(doc)),
-            Ok(_) => None,
-            Err(e) => Some(Err(e)),
-        }
+        self.inner.lane_read(
+            || doc_key(coll, id),
+            |inner| {
+                let (coll, id) = (coll.to_owned(), id.to_owned());
+                async move { records::get(&inner, coll, id).await }
+            },
+        )
     }
     async fn rec_update(
         &self,
@@ -967,7 +985,7 @@ impl Backend for PostgresBackend {
         limit: usize,
     ) -> Result<Vec<Doc>> {
         let key = || find_key(&coll, filter.as_ref(), &order, after.as_ref(), limit);
-        if let Some(Ok(LaneAnswer::Docs(docs))) = self.inner.joined(key).await {
+        if let Some(docs) = self.inner.joined(key).await {
             return Ok(docs);
         }
         records::find_page(&self.inner, coll, filter, order, after, limit).await
@@ -980,31 +998,18 @@ impl Backend for PostgresBackend {
         after: Option<&FindCursor>,
         limit: usize,
     ) -> Option<Result<Vec<Doc>>> {
-        let inner = Arc::clone(&self.inner);
-        let (owned_coll, owned_filter, owned_order, owned_after) = (
-            coll.to_owned(),
-            filter.cloned(),
-            order.to_vec(),
-            after.cloned(),
-        );
-        let read = async move {
-            records::find_page(
-                &inner,
-                owned_coll,
-                owned_filter,
-                owned_order,
-                owned_after,
-                limit,
-            )
-            .await
-            .map(LaneAnswer::Docs)
-        };
-        let key = || find_key(coll, filter, order, after, limit);
-        match self.inner.lane_read(key, read)? {
-            Ok(LaneAnswer::Docs(docs)) => Some(Ok(docs)),
-            Ok(_) => None,
-            Err(e) => Some(Err(e)),
-        }
+        self.inner.lane_read(
+            || find_key(coll, filter, order, after, limit),
+            |inner| {
+                let (coll, filter, order, after) = (
+                    coll.to_owned(),
+                    filter.cloned(),
+                    order.to_vec(),
+                    after.cloned(),
+                );
+                async move { records::find_page(&inner, coll, filter, order, after, limit).await }
+            },
+        )
     }
     async fn rec_count(&self, coll: String, filter: Option<Filter>) -> Result<u64> {
         records::count(&self.inner, coll, filter).await
