@@ -13,20 +13,62 @@
 //! strings as `text COLLATE "C"` (byte order = code point order); arrays and objects sort by
 //! their JSON text as stored (the `raw` column cast to `json`, which keeps the original text).
 //!
-//! Fragments use `?` placeholders (every one a text parameter); [`number_placeholders`] turns
-//! them into `$n`. Only `[A-Za-z0-9_]` labels are inlined, so no other `?` can appear.
+//! Fragments use `?` placeholders (each a [`SqlParam`]: text, or JSON bound as `jsonb`);
+//! [`number_placeholders`] turns them into `$n`. Only `[A-Za-z0-9_]` labels are inlined, so no
+//! other `?` can appear.
 
+use std::error::Error;
+
+use bytes::{BufMut, BytesMut};
 use serde_json::{Number, Value};
+use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 
 use crate::query::{
     fixed_type_rank, ids_descending, lookup, type_rank, FieldPath, Filter, Op, SortKey,
 };
 
-/// A piece of SQL and its text parameters, in order of their `?`.
+/// A piece of SQL and its parameters, in order of their `?`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SqlFragment {
     pub sql: String,
-    pub params: Vec<String>,
+    pub params: Vec<SqlParam>,
+}
+
+/// A query parameter. JSON goes to the server as `jsonb` (`?::jsonb` declares the parameter's
+/// type) rather than as text cast there (`?::text::jsonb`). The planner costs the cast as one
+/// more function per row and orders a scan's conditions by cost, so in a generic plan
+/// `priority >= 7` ran after its own type guard and after `done = false`, on every row: 40 ms
+/// instead of 29-31 ms for an unindexed query over 100,000 records (`EXPLAIN ANALYZE`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlParam {
+    Text(String),
+    /// JSON text (one scalar).
+    Json(String),
+}
+
+impl ToSql for SqlParam {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+        match self {
+            SqlParam::Text(s) => s.to_sql(ty, out),
+            SqlParam::Json(s) if *ty == Type::JSONB => {
+                // jsonb's binary format: version 1, then the JSON text.
+                out.put_u8(1);
+                out.put_slice(s.as_bytes());
+                Ok(IsNull::No)
+            }
+            SqlParam::Json(_) => Err(format!("a JSON parameter bound to a {ty} column").into()),
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::JSONB || <String as ToSql>::accepts(ty)
+    }
+
+    to_sql_checked!();
 }
 
 impl SqlFragment {
@@ -45,14 +87,14 @@ impl SqlFragment {
     /// A text parameter.
     fn param(&mut self, v: String) -> &mut Self {
         self.sql.push_str("?::text");
-        self.params.push(v);
+        self.params.push(SqlParam::Text(v));
         self
     }
 
-    /// A JSON parameter (its JSON text, cast to jsonb).
+    /// A JSON parameter (its JSON text, bound as jsonb).
     fn json_param(&mut self, v: String) -> &mut Self {
-        self.sql.push_str("?::text::jsonb");
-        self.params.push(v);
+        self.sql.push_str("?::jsonb");
+        self.params.push(SqlParam::Json(v));
         self
     }
 
@@ -620,27 +662,37 @@ mod tests {
         let f = w(json!({"priority": {"$gte": 3}})).unwrap();
         assert_eq!(
             f.sql,
-            "((doc -> 'priority') >= ?::text::jsonb AND (doc -> 'priority') < 'false'::jsonb)"
+            "((doc -> 'priority') >= ?::jsonb AND (doc -> 'priority') < 'false'::jsonb)"
         );
-        assert_eq!(f.params, vec!["3".to_string()]);
+        assert_eq!(f.params, vec![SqlParam::Json("3".to_string())]);
         let f = w(json!({"priority": {"$lt": 3}})).unwrap();
         assert_eq!(
             f.sql,
-            "(jsonb_typeof(doc -> 'priority') = 'number' AND (doc -> 'priority') < ?::text::jsonb)"
+            "(jsonb_typeof(doc -> 'priority') = 'number' AND (doc -> 'priority') < ?::jsonb)"
         );
         // A label that is not inlined is a parameter of each of the two value expressions.
         let f = w(json!({"a b": {"$gt": 1}})).unwrap();
         assert_eq!(
             f.sql,
-            "((doc -> ?::text) > ?::text::jsonb AND (doc -> ?::text) < 'false'::jsonb)"
+            "((doc -> ?::text) > ?::jsonb AND (doc -> ?::text) < 'false'::jsonb)"
         );
         assert_eq!(
             f.params,
-            vec!["a b".to_string(), "1".to_string(), "a b".to_string()]
+            vec![
+                SqlParam::Text("a b".to_string()),
+                SqlParam::Json("1".to_string()),
+                SqlParam::Text("a b".to_string())
+            ]
         );
         let f = w(json!({"a.b c": "x"})).unwrap();
-        assert_eq!(f.sql, "(doc -> 'a' -> ?::text) = ?::text::jsonb");
-        assert_eq!(f.params, vec!["b c".to_string(), "\"x\"".to_string()]);
+        assert_eq!(f.sql, "(doc -> 'a' -> ?::text) = ?::jsonb");
+        assert_eq!(
+            f.params,
+            vec![
+                SqlParam::Text("b c".to_string()),
+                SqlParam::Json("\"x\"".to_string())
+            ]
+        );
         assert_eq!(w(json!({})).unwrap().sql, "TRUE");
         assert!(w(json!({"a": [1]})).is_none());
         assert!(w(json!({"a": 9007199254740992i64})).is_none());

@@ -215,7 +215,7 @@ async fn query_records(
 ) -> Result<Vec<Row>> {
     let store = inner.store_id();
     let mut sql = format!("SELECT {what} FROM persist_records WHERE store_id = $1 AND coll = $2");
-    let mut texts: Vec<String> = Vec::new();
+    let mut texts: Vec<query_sql::SqlParam> = Vec::new();
     for part in parts {
         sql.push_str(" AND (");
         sql.push_str(&part.sql);
