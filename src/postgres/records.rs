@@ -215,29 +215,29 @@ async fn query_records(
 ) -> Result<Vec<Row>> {
     let store = inner.store_id();
     let mut sql = format!("SELECT {what} FROM persist_records WHERE store_id = $1 AND coll = $2");
-    let mut texts: Vec<query_sql::SqlParam> = Vec::new();
+    let mut fragment_params: Vec<query_sql::SqlParam> = Vec::new();
     for part in parts {
         sql.push_str(" AND (");
         sql.push_str(&part.sql);
         sql.push(')');
-        texts.extend(part.params);
+        fragment_params.extend(part.params);
     }
     if let Some(o) = order {
         sql.push_str(" ORDER BY ");
         sql.push_str(&o.sql);
-        texts.extend(o.params);
+        fragment_params.extend(o.params);
     }
     if limit.is_some() {
         sql.push_str(" LIMIT ?");
     }
-    // $1 and $2 are the store and collection; the text parameters follow; then the limit.
+    // $1 and $2 are the store and collection; the fragments' parameters follow; then the limit.
     let (sql, _) = number_placeholders(&sql, 3);
     let limit_value = limit.unwrap_or(0);
     read!(inner, c => {
         let stmt = c.prepare_cached(&sql).await.map_err(pg_err)?;
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![&store, &coll];
-        for t in &texts {
-            params.push(t);
+        for p in &fragment_params {
+            params.push(p);
         }
         if limit.is_some() {
             params.push(&limit_value);
