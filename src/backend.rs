@@ -21,8 +21,11 @@ pub enum SetsNow {
     NotNow(Vec<KvSet>),
     /// Sent, and still running past the caller's time budget (Postgres: the statement is on
     /// the wire, so it cannot be given back): the results arrive here.
-    Pending(futures::future::BoxFuture<'static, Vec<Result<KvEntry>>>),
+    Pending(LaterSets),
 }
+
+/// The results of sets still running past the caller's time budget, one per set.
+pub type LaterSets = futures::future::BoxFuture<'static, Vec<Result<KvEntry>>>;
 
 /// Plain kv gets and sets the binding performs itself against a custom JS adapter, with every
 /// rule still decided here (see `keyspace::direct`).

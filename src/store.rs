@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::backend::{Backend, BlobReader, BlobUpload, DirectKv, SetsNow};
+use crate::backend::{Backend, BlobReader, BlobUpload, DirectKv, LaterSets, SetsNow};
 use crate::clock::new_id;
 use crate::config::{self, AdapterConfig, StoreConfig};
 use crate::error::{PersistError, Result};
@@ -668,17 +668,14 @@ impl Store {
     }
 }
 
-/// Validates each set on its own: the ones that pass, and per set a slot that is None for those
-/// (filled by `merge_results`) or the set's own error.
 /// What `Store::kv_set_each_now` did: committed, or still running (one result per set).
 pub enum SetsDone {
     Now(Vec<Result<KvEntry>>),
     Later(LaterSets),
 }
 
-/// The results of sets still running (see `SetsNow::Pending`).
-pub type LaterSets = futures::future::BoxFuture<'static, Vec<Result<KvEntry>>>;
-
+/// Validates each set on its own: the ones that pass, and per set a slot that is None for those
+/// (filled by `merge_results`) or the set's own error.
 fn check_sets(sets: Vec<KvSetRequest>) -> (Vec<Option<Result<KvEntry>>>, Vec<KvSet>) {
     let mut results = Vec::with_capacity(sets.len());
     let mut valid = Vec::with_capacity(sets.len());

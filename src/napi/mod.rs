@@ -19,11 +19,11 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::Mutex;
 
-use crate::backend::{BlobReader, BlobUpload};
+use crate::backend::{BlobReader, BlobUpload, LaterSets};
 use crate::clock::iso8601;
 use crate::error::{PersistError, Result as CoreResult};
 use crate::model::{BlobMeta, ByteRange, IfVersion, KvRange, NewEvent};
-use crate::store::{KvSetRequest, LaterSets, SetsDone, Store};
+use crate::store::{KvSetRequest, SetsDone, Store};
 
 pub(crate) const ERROR_TAG: &str = "\u{0}PERSIST";
 
@@ -253,14 +253,7 @@ impl NativeStore {
             .map_err(|e| to_js(PersistError::internal(format!("kvDirectSetPlan: {e}"))))?;
         let sets = parsed
             .into_iter()
-            .map(|(key, ttl, if_version, if_absent)| {
-                let cond = match (if_absent, if_version) {
-                    (true, _) => IfVersion::Absent,
-                    (false, Some(v)) => IfVersion::Is(v),
-                    (false, None) => IfVersion::Any,
-                };
-                (key, ttl, cond)
-            })
+            .map(|(key, ttl, if_version, if_absent)| (key, ttl, condition(if_absent, if_version)))
             .collect();
         let Some((invalid, plan)) = self.store.kv_direct_plan(sets).js()? else {
             return Ok(None);
@@ -470,11 +463,7 @@ impl NativeStore {
         if_version: Option<f64>,
         if_absent: bool,
     ) -> Result<String> {
-        let cond = match (if_absent, record_version(if_version).js()?) {
-            (true, _) => IfVersion::Absent,
-            (false, Some(v)) => IfVersion::Is(v),
-            (false, None) => IfVersion::Any,
-        };
+        let cond = condition(if_absent, record_version(if_version).js()?);
         let doc = self.store.rec_put(coll, id, data, cond).await.js()?;
         Ok(json::one(&doc, json::doc))
     }
@@ -934,6 +923,15 @@ impl NativeStore {
     }
 }
 
+/// The condition index.js sends as `ifAbsent` (the user's `ifVersion: null`) and `ifVersion`.
+fn condition<V>(if_absent: bool, if_version: Option<V>) -> IfVersion<V> {
+    match (if_absent, if_version) {
+        (true, _) => IfVersion::Absent,
+        (false, Some(v)) => IfVersion::Is(v),
+        (false, None) => IfVersion::Any,
+    }
+}
+
 /// `ops` of `kvSetBatch`: a JSON array of `[key, value, ttl|null, ifVersion|null, ifAbsent]`.
 fn parse_set_batch(ops: &str) -> Result<Vec<KvSetRequest>> {
     type Op = (String, Box<RawValue>, Option<f64>, Option<String>, bool);
@@ -942,12 +940,12 @@ fn parse_set_batch(ops: &str) -> Result<Vec<KvSetRequest>> {
     Ok(parsed
         .into_iter()
         .map(|(key, value, ttl, if_version, if_absent)| {
-            let cond = match (if_absent, if_version) {
-                (true, _) => IfVersion::Absent,
-                (false, Some(v)) => IfVersion::Is(v),
-                (false, None) => IfVersion::Any,
-            };
-            (key, value.get().to_string(), ttl, cond)
+            (
+                key,
+                value.get().to_string(),
+                ttl,
+                condition(if_absent, if_version),
+            )
         })
         .collect())
 }

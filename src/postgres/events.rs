@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio_postgres::{AsyncMessage, NoTls};
 
-use super::{pg_err, read, write, Inner, CHANNEL};
+use super::{lock, pg_err, read, write, Inner, CHANNEL};
 use crate::clock::{iso8601, new_id, now_ms};
 use crate::error::{ErrorCode, PersistError, Result};
 use crate::model::{NewEvent, StoredEvent};
@@ -170,7 +170,7 @@ pub async fn wait(inner: &Inner, stream: String, after_seq: u64, timeout: Durati
         if now >= deadline {
             return Ok(());
         }
-        let listening = *inner.listening.lock().unwrap_or_else(|e| e.into_inner());
+        let listening = *lock(&inner.listening);
         let poll = if listening { POLL_LISTENING } else { POLL_DEAF };
         let wake = (now + poll).min(deadline);
         tokio::select! {
@@ -214,7 +214,7 @@ pub async fn listen_loop(weak: Weak<Inner>) {
                 .is_ok()
             {
                 if let Some(inner) = weak.upgrade() {
-                    *inner.listening.lock().unwrap_or_else(|e| e.into_inner()) = true;
+                    *lock(&inner.listening) = true;
                     // Waiters re-check: something may have been appended while deaf.
                     inner.bump();
                 }
@@ -230,7 +230,7 @@ pub async fn listen_loop(weak: Weak<Inner>) {
             }
             driver.abort();
             if let Some(inner) = weak.upgrade() {
-                *inner.listening.lock().unwrap_or_else(|e| e.into_inner()) = false;
+                *lock(&inner.listening) = false;
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -246,6 +246,7 @@ pub(crate) struct Inner {
     stats: RecordStats,
 }
 
+/// A mutex's guard, also after a panic elsewhere poisoned it (what it guards stays usable).
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -653,11 +654,7 @@ impl PostgresBackend {
 
     /// Starts the LISTEN connection once (on the first wait).
     fn ensure_listener(&self) {
-        let mut guard = self
-            .inner
-            .listener
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut guard = lock(&self.inner.listener);
         if guard.is_none() && !self.inner.closed.load(Ordering::SeqCst) {
             let weak = Arc::downgrade(&self.inner);
             *guard = Some(tokio::spawn(events::listen_loop(weak)));
@@ -1080,13 +1077,7 @@ impl Backend for PostgresBackend {
 
     async fn close(&self) -> Result<()> {
         self.inner.closed.store(true, Ordering::SeqCst);
-        if let Some(task) = self
-            .inner
-            .listener
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
+        if let Some(task) = lock(&self.inner.listener).take() {
             task.abort();
         }
         self.inner.pool.close();
