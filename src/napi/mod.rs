@@ -516,6 +516,7 @@ impl NativeStore {
             .js()
     }
 
+    /// A page of documents, flat (`json::doc_page`).
     #[napi]
     pub async fn rec_find_page(
         &self,
@@ -531,7 +532,7 @@ impl NativeStore {
             .rec_find_page(coll, &query, resume, limit as usize)
             .await
             .js()?;
-        Ok(json::array(&docs, json::doc))
+        Ok(json::doc_page(&docs))
     }
 
     /// `recFindPage` answered on this thread when that is quick (see
@@ -551,7 +552,7 @@ impl NativeStore {
             .rec_find_page_now(&coll, &query, resume, limit as usize)
         {
             None => Ok(None),
-            Some(docs) => Ok(Some(json::array(&docs.js()?, json::doc))),
+            Some(docs) => Ok(Some(json::doc_page(&docs.js()?))),
         }
     }
 
