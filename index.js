@@ -210,18 +210,6 @@ function paged(producePages) {
 
 // ---- kv ----
 
-/** The documents of a find page, which comes as one flat array, five values a document
- * (`json::doc_page` in src/napi/json.rs: a quarter less text to parse than objects with their
- * keys); the objects are built here, all with one shape. */
-function docsOfPage(text) {
-  const flat = JSON.parse(text)
-  const docs = new Array(flat.length / 5)
-  for (let i = 0, j = 0; j < flat.length; i++, j += 5) {
-    docs[i] = { id: flat[j], version: flat[j + 1], createdAt: flat[j + 2], updatedAt: flat[j + 3], data: flat[j + 4] }
-  }
-  return docs
-}
-
 function toKvEntry(e) {
   return e
 }
@@ -674,6 +662,18 @@ class KV {
 }
 
 // ---- records ----
+
+/** The documents of a find page, which comes as one flat array, five values a document
+ * (`json::doc_page` in src/napi/json.rs: a quarter less text to parse than objects with their
+ * keys); the objects are built here, all with one shape. */
+function docsOfPage(text) {
+  const flat = JSON.parse(text)
+  const docs = new Array(flat.length / 5)
+  for (let i = 0, j = 0; j < flat.length; i++, j += 5) {
+    docs[i] = { id: flat[j], version: flat[j + 1], createdAt: flat[j + 2], updatedAt: flat[j + 3], data: flat[j + 4] }
+  }
+  return docs
+}
 
 class Collection {
   #n
