@@ -53,26 +53,16 @@ pub fn doc(out: &mut String, d: &Doc) {
 /// document the text is a quarter shorter, and `JSON.parse` of a 100-document page plus the
 /// objects built in JS took 60 µs against 80 µs for the same page as objects.
 pub fn doc_page(docs: &[Doc]) -> String {
-    let mut out = String::with_capacity(64 + docs.len() * 128);
-    out.push('[');
-    for (i, d) in docs.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        push_str(&mut out, &d.id);
+    // The five values of each document, comma-separated like the items of any array.
+    array(docs, |out, d| {
+        push_str(out, &d.id);
         let _ = write!(out, ",{},", d.version);
-        push_str(&mut out, &d.created_at);
+        push_str(out, &d.created_at);
         out.push(',');
-        push_str(&mut out, &d.updated_at);
+        push_str(out, &d.updated_at);
         out.push(',');
         out.push_str(&d.data);
-        if i == 0 {
-            // Room for the rest, judged by the first document (they are often alike in size).
-            out.reserve(out.len() * (docs.len() - 1));
-        }
-    }
-    out.push(']');
-    out
+    })
 }
 
 pub fn event(out: &mut String, e: &StoredEvent) {
