@@ -150,10 +150,11 @@ describe("postgres adapter", { skip }, () => {
     } finally { await store.close(); }
   });
 
-  it("a bulk load is analyzed without waiting for autovacuum, and the indexed query then reads its index", { timeout: 180_000 }, async () => {
+  it("a bulk load is vacuumed and analyzed without waiting for autovacuum, and the indexed query then reads its index", { timeout: 180_000 }, async () => {
     const schema = pgSchema("stats");
     const store = await createStore(pgConfig(randomName("stats"), "stats"));
     const analyzed = () => Number(pgPsql(`SELECT COALESCE(analyze_count, 0) FROM pg_stat_user_tables WHERE schemaname = '${schema}' AND relname = 'persist_records'`).trim() || 0);
+    const vacuumed = () => Number(pgPsql(`SELECT COALESCE(vacuum_count, 0) FROM pg_stat_user_tables WHERE schemaname = '${schema}' AND relname = 'persist_records'`).trim() || 0);
     const indexScans = () => Number(pgPsql(`SELECT COALESCE(sum(idx_scan), 0) FROM pg_stat_user_indexes WHERE schemaname = '${schema}' AND indexrelname LIKE 'persist_rixv_%'`).trim() || 0);
     try {
       const tasks = store.records.collection("tasks");
@@ -163,9 +164,10 @@ describe("postgres adapter", { skip }, () => {
       for (let i = 0; i < ids.length; i += 500) {
         await Promise.all(ids.slice(i, i + 500).map((id, j) => tasks.put(id, { done: (i + j) % 2 === 0, priority: (i + j) % 10 })));
       }
-      // analyze_count counts explicit ANALYZEs only (autovacuum's are autoanalyze_count);
+      // analyze_count and vacuum_count count explicit runs only (autovacuum's are auto*_count);
       // statistics views lag (a backend flushes them up to 10 s after going idle).
       await waitUntil(() => analyzed() > 0, 30_000, "an ANALYZE of persist_records after the bulk load");
+      await waitUntil(() => vacuumed() > 0, 30_000, "a VACUUM of persist_records after the bulk load");
       await tasks.ensureIndex("priority");
       const scansBefore = indexScans();
       const page = await tasks.find({ where: { done: false, priority: { $gte: 7 } }, orderBy: { field: "priority", direction: "desc" }, limit: 100 }).toArray();
@@ -174,6 +176,69 @@ describe("postgres adapter", { skip }, () => {
       // Statistics views lag (a backend flushes them up to 10 s after going idle).
       await waitUntil(() => indexScans() > scansBefore, 30_000, "the query to scan the priority index");
     } finally { await store.close(); }
+  });
+
+  it("a schema that version 1 left (record times as text) is migrated once, by several opening at once, and reads back as written", { timeout: 60_000 }, async () => {
+    const location = randomName("v1").replace(/-/g, "_");
+    const schema = pgSchema(location);
+    // Migration 1 as it shipped (mod.rs MIGRATIONS[0]), then one record and store as it wrote them.
+    pgPsql(`CREATE SCHEMA "${schema}"; SET search_path = "${schema}";
+      CREATE TABLE persist_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now());
+      CREATE TABLE persist_stores (id SERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+      CREATE TABLE persist_kv (store_id INTEGER NOT NULL, key TEXT COLLATE "C" NOT NULL, value TEXT NOT NULL,
+        version TEXT NOT NULL, expires_at BIGINT, PRIMARY KEY (store_id, key));
+      CREATE TABLE persist_records (store_id INTEGER NOT NULL, coll TEXT COLLATE "C" NOT NULL, id TEXT COLLATE "C" NOT NULL,
+        doc JSONB NOT NULL, raw TEXT NOT NULL, version BIGINT NOT NULL,
+        created_at TEXT NOT NULL, updated_at TEXT NOT NULL, PRIMARY KEY (store_id, coll, id));
+      CREATE TABLE persist_blobs (store_id INTEGER NOT NULL, key TEXT COLLATE "C" NOT NULL, body_id BIGINT NOT NULL,
+        size BIGINT NOT NULL, content_type TEXT NOT NULL, etag TEXT NOT NULL, metadata TEXT NOT NULL,
+        updated_at TEXT NOT NULL, PRIMARY KEY (store_id, key));
+      CREATE TABLE persist_blob_bodies (id BIGSERIAL PRIMARY KEY, committed BOOLEAN NOT NULL DEFAULT FALSE, started_at BIGINT NOT NULL);
+      CREATE TABLE persist_blob_chunks (body_id BIGINT NOT NULL, idx INTEGER NOT NULL, data BYTEA NOT NULL, PRIMARY KEY (body_id, idx));
+      CREATE TABLE persist_event_streams (store_id INTEGER NOT NULL, stream TEXT COLLATE "C" NOT NULL, last_seq BIGINT NOT NULL,
+        PRIMARY KEY (store_id, stream));
+      CREATE TABLE persist_events (store_id INTEGER NOT NULL, stream TEXT COLLATE "C" NOT NULL, seq BIGINT NOT NULL,
+        type TEXT NOT NULL, data TEXT NOT NULL, time TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (store_id, stream, seq));
+      INSERT INTO persist_migrations (version) VALUES (1);
+      INSERT INTO persist_stores (name) VALUES ('old');
+      INSERT INTO persist_records SELECT id, 'tasks', 'r1', '{"b":1,"a":2}', '{"b":1,"a":2}', 3,
+        '2025-01-02T03:04:05.678Z', '2026-02-03T04:05:06.789Z' FROM persist_stores;`);
+    const stores = await Promise.all([1, 2, 3].map(() => createStore(pgConfig("old", location))));
+    try {
+      assert.equal(pgPsql(`SELECT string_agg(version::text, ',' ORDER BY version) FROM "${schema}".persist_migrations`).trim(), "1,2");
+      const tasks = stores[0].records.collection("tasks");
+      const doc = await tasks.get("r1");
+      assert.deepEqual(doc, { id: "r1", version: 3, createdAt: "2025-01-02T03:04:05.678Z", updatedAt: "2026-02-03T04:05:06.789Z", data: { b: 1, a: 2 } });
+      assert.equal(JSON.stringify(doc.data), '{"b":1,"a":2}', "key order as written");
+      const updated = await stores[1].records.collection("tasks").update("r1", { a: 3 });
+      assert.equal(updated.version, 4);
+      assert.equal(updated.createdAt, "2025-01-02T03:04:05.678Z");
+      assert.ok(updated.updatedAt > "2026-12-01", updated.updatedAt);
+      const [found] = await stores[2].records.collection("tasks").find({ where: { a: { $gte: 3 } } }).toArray();
+      assert.deepEqual(found, updated);
+    } finally { await Promise.all(stores.map((s) => s.close())); }
+  });
+
+  it("an index another store made is used once this store reads the catalog again (at most 2 s later)", { timeout: 60_000 }, async () => {
+    const location = randomName("ix").replace(/-/g, "_");
+    const schema = pgSchema(location);
+    const [mine, other] = await Promise.all([createStore(pgConfig("mine", location)), createStore(pgConfig("other", location))]);
+    const indexScans = () => Number(pgPsql(`SELECT COALESCE(sum(idx_scan), 0) FROM pg_stat_user_indexes WHERE schemaname = '${schema}' AND indexrelname LIKE 'persist_rixv_%'`).trim() || 0);
+    try {
+      const tasks = mine.records.collection("tasks");
+      for (let i = 0; i < 4000; i += 500) {
+        await Promise.all(Array.from({ length: 500 }, (_, j) => tasks.put(`t${String(i + j).padStart(5, "0")}`, { done: (i + j) % 2 === 0, priority: (i + j) % 10 })));
+      }
+      const query = () => tasks.find({ where: { done: false, priority: { $gte: 7 } }, orderBy: { field: "priority", direction: "desc" }, limit: 10 }).toArray();
+      const expected = (await query()).map((d) => d.id); // planned without any index: a scan
+      assert.equal(expected.length, 10);
+      await other.records.collection("elsewhere").ensureIndex("priority"); // indexes are per schema
+      await sleep(2_100);
+      const scansBefore = indexScans();
+      assert.deepEqual((await query()).map((d) => d.id), expected);
+      // Statistics views lag (a backend flushes them up to 10 s after going idle).
+      await waitUntil(() => indexScans() > scansBefore, 30_000, "the query to scan the index the other store made");
+    } finally { await mine.close(); await other.close(); }
   });
 
   it("an idle store's calls on its lane: a slow server holds up neither the event loop nor runs anything twice, and writes land", { timeout: 60_000 }, async () => {

@@ -11,19 +11,39 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// `2026-11-25T13:16:42.123Z` for a millisecond timestamp (UTC, always 24 characters).
+/// `2026-11-25T13:16:42.123Z` for a millisecond timestamp (UTC, always 24 characters for
+/// years 0-9999). Written digit by digit: a Postgres page of 100 records formats 200 of them,
+/// and `format!` took about 40 µs of a 500 µs indexed query.
 pub fn iso8601(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
-    let millis = ms.rem_euclid(1000);
+    let millis = ms.rem_euclid(1000) as u32;
     let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
+    let rem = secs.rem_euclid(86_400) as u32;
     let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    if !(0..=9999).contains(&year) {
+        return format!(
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60
+        );
+    }
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut v: u32| {
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, year as u32);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, rem / 3600);
+    put(14, 2, rem % 3600 / 60);
+    put(17, 2, rem % 60);
+    put(20, 3, millis);
+    // Only ASCII digits and separators were written.
+    String::from_utf8(out.to_vec()).unwrap_or_default()
 }
 
 /// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian calendar).
@@ -68,6 +88,10 @@ mod tests {
         assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(iso8601(951_782_400_123), "2000-02-29T00:00:00.123Z");
         assert_eq!(iso8601(1_795_612_602_007), "2026-11-25T13:16:42.007Z");
+        assert_eq!(iso8601(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
+        assert_eq!(iso8601(-1), "1969-12-31T23:59:59.999Z");
+        // Outside years 0-9999 the text is longer, as format! writes it.
+        assert_eq!(iso8601(253_402_300_800_000), "10000-01-01T00:00:00.000Z");
     }
 
     #[test]

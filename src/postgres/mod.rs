@@ -82,6 +82,19 @@ CREATE TABLE IF NOT EXISTS persist_events (
   type TEXT NOT NULL, data TEXT NOT NULL, time TEXT NOT NULL, id TEXT NOT NULL,
   PRIMARY KEY (store_id, stream, seq));
 "#,
+    // 2: record times as epoch milliseconds (8 bytes each, where the ISO text took 25): a row
+    // of the bench's records shrinks from 284 to 250 bytes, and a scan of a collection, which
+    // reads every row, runs about 10 % faster (the unindexed query, 100,000 records). Reads
+    // format the text again; the milliseconds are exactly what the text said.
+    r#"
+ALTER TABLE persist_records
+  ALTER COLUMN created_at TYPE BIGINT
+    USING (extract(epoch FROM created_at::timestamptz) * 1000)::bigint,
+  ALTER COLUMN updated_at TYPE BIGINT
+    USING (extract(epoch FROM updated_at::timestamptz) * 1000)::bigint;
+ALTER TABLE persist_records RENAME COLUMN created_at TO created_ms;
+ALTER TABLE persist_records RENAME COLUMN updated_at TO updated_ms;
+"#,
 ];
 
 /// First key of every advisory lock this backend takes ("pers").
@@ -244,7 +257,19 @@ pub(crate) struct Inner {
     /// Whether the LISTEN connection is up (waiters poll faster while it is not).
     listening: Mutex<bool>,
     stats: RecordStats,
+    indexed: Mutex<IndexedFields>,
 }
+
+/// Which fields have our expression indexes (by [`records::index_hash`]), as the catalog said
+/// at `read_at`. Any process of any store may create them, so the set is read again when it
+/// is older than [`INDEXED_FIELDS_TTL`]; a stale set only means a query in the other form
+/// (same results, another plan).
+struct IndexedFields {
+    hashes: Arc<HashSet<u64>>,
+    read_at: Option<std::time::Instant>,
+}
+
+const INDEXED_FIELDS_TTL: Duration = Duration::from_secs(2);
 
 /// A mutex's guard, also after a panic elsewhere poisoned it (what it guards stays usable).
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -332,9 +357,12 @@ const PARKED_FOR: Duration = Duration::from_secs(5);
 /// queries/s) instead of a parallel scan (26/s), and an indexed query with a limit as a sort
 /// of every match instead of an ordered index scan. So once this process has written as many
 /// records as `ANALYZE_SHARE` of the table (at least `ANALYZE_MIN_WRITES`) since the last
-/// analyze, it runs one `ANALYZE persist_records` in the background: one at a time, nothing
-/// waits for it, and a failure (say, another role owns the table) only means no fresher
-/// statistics than autovacuum's.
+/// analyze, it runs one `VACUUM (ANALYZE) persist_records` in the background: one at a time,
+/// nothing waits for it, and a failure (say, another role owns the table) only means no
+/// fresher statistics than autovacuum's. The VACUUM is what autovacuum's insert threshold
+/// (the same fifth of the table) would run a minute later: it marks the new pages all-visible,
+/// so a scan stops checking each row's visibility (the unindexed query on 100,000 records:
+/// 27.3 ms against 28.9), and it only reads pages written since the last one.
 struct RecordStats {
     written: AtomicU64,
     threshold: AtomicU64,
@@ -486,12 +514,17 @@ impl Inner {
         self.store_id
     }
 
-    /// Runs `ANALYZE persist_records` and sets the next threshold from the table's size.
-    pub(crate) async fn analyze_records(&self) -> Result<()> {
+    /// Runs `ANALYZE persist_records` (`VACUUM (ANALYZE)` with `vacuum`, see [`RecordStats`])
+    /// and sets the next threshold from the table's size.
+    pub(crate) async fn analyze_records(&self, vacuum: bool) -> Result<()> {
         let c = self.client().await?;
-        c.batch_execute("ANALYZE persist_records")
-            .await
-            .map_err(pg_err)?;
+        c.batch_execute(if vacuum {
+            "VACUUM (ANALYZE) persist_records"
+        } else {
+            "ANALYZE persist_records"
+        })
+        .await
+        .map_err(pg_err)?;
         let rows: f32 = c
             .query_one(
                 "SELECT reltuples FROM pg_class WHERE oid = 'persist_records'::regclass",
@@ -513,6 +546,57 @@ impl Inner {
     /// index appears: a statement first run without the index kept choosing custom plans
     /// (a bitmap scan and a sort, 7-18 ms on 20,000 records) where a fresh one soon runs the
     /// generic plan (an ordered index scan, 0.4 ms).
+    /// The fields with expression indexes (see [`IndexedFields`]).
+    pub(crate) async fn indexed_fields(&self) -> Arc<HashSet<u64>> {
+        {
+            let known = lock(&self.indexed);
+            if known
+                .read_at
+                .is_some_and(|t| t.elapsed() < INDEXED_FIELDS_TTL)
+            {
+                return Arc::clone(&known.hashes);
+            }
+        }
+        match self.read_indexed_fields().await {
+            Ok(hashes) => {
+                let hashes = Arc::new(hashes);
+                let mut known = lock(&self.indexed);
+                known.hashes = Arc::clone(&hashes);
+                known.read_at = Some(std::time::Instant::now());
+                hashes
+            }
+            // The query that follows meets the same trouble and reports it.
+            Err(_) => Arc::clone(&lock(&self.indexed).hashes),
+        }
+    }
+
+    async fn read_indexed_fields(&self) -> Result<HashSet<u64>> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(
+                "SELECT c.relname::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                 WHERE i.indrelid = 'persist_records'::regclass",
+            )
+            .await
+            .map_err(pg_err)?;
+        let rows = c.query(&stmt, &[]).await.map_err(pg_err)?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let name: String = r.get(0);
+                u64::from_str_radix(name.strip_prefix("persist_rixv_")?, 16).ok()
+            })
+            .collect())
+    }
+
+    /// An index this process just made counts at once, without waiting for the next read.
+    pub(crate) fn note_indexed(&self, hash: u64) {
+        let mut known = lock(&self.indexed);
+        let mut hashes = (*known.hashes).clone();
+        hashes.insert(hash);
+        known.hashes = Arc::new(hashes);
+    }
+
     pub(crate) fn forget_statements(&self) {
         self.pool.manager().statement_caches.clear();
         if let Some(lane) = &self.lane {
@@ -630,11 +714,15 @@ impl PostgresBackend {
                 listener: Mutex::new(None),
                 listening: Mutex::new(false),
                 stats: RecordStats::new(),
+                indexed: Mutex::new(IndexedFields {
+                    hashes: Arc::new(HashSet::new()),
+                    read_at: None,
+                }),
             }),
         })
     }
 
-    /// Counts a record write; past the threshold, starts the background `ANALYZE` (see
+    /// Counts a record write; past the threshold, starts the background `VACUUM (ANALYZE)` (see
     /// [`RecordStats`]).
     fn record_written(&self) {
         let stats = &self.inner.stats;
@@ -647,7 +735,7 @@ impl PostgresBackend {
         stats.written.store(0, Ordering::Relaxed);
         let inner = Arc::clone(&self.inner);
         tokio::spawn(async move {
-            let _ = inner.analyze_records().await;
+            let _ = inner.analyze_records(true).await;
             inner.stats.running.store(false, Ordering::Release);
         });
     }

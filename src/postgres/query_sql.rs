@@ -44,6 +44,8 @@ pub enum SqlParam {
     Text(String),
     /// JSON text (one scalar).
     Json(String),
+    /// A jsonpath predicate (see [`where_sql`]).
+    JsonPath(String),
 }
 
 impl ToSql for SqlParam {
@@ -61,11 +63,20 @@ impl ToSql for SqlParam {
                 Ok(IsNull::No)
             }
             SqlParam::Json(_) => Err(format!("a JSON parameter bound to a {ty} column").into()),
+            SqlParam::JsonPath(p) if *ty == Type::JSONPATH => {
+                // jsonpath's binary format: version 1, then the path's text.
+                out.put_u8(1);
+                out.put_slice(p.as_bytes());
+                Ok(IsNull::No)
+            }
+            SqlParam::JsonPath(_) => {
+                Err(format!("a jsonpath parameter bound to a {ty} column").into())
+            }
         }
     }
 
     fn accepts(ty: &Type) -> bool {
-        *ty == Type::JSONB || <String as ToSql>::accepts(ty)
+        *ty == Type::JSONB || *ty == Type::JSONPATH || <String as ToSql>::accepts(ty)
     }
 
     to_sql_checked!();
@@ -457,21 +468,153 @@ fn cond_sql(path: &FieldPath, op: &Op) -> Option<SqlFragment> {
     })
 }
 
-/// A WHERE condition equivalent to [`Filter::matches`]; `None` when some part cannot be
-/// expressed exactly and the caller must evaluate the filter in Rust.
-pub fn where_sql(filter: &Filter) -> Option<SqlFragment> {
+/// What a query is compiled for.
+///
+/// `Index` when a field it filters or sorts on has our expression indexes (`ensureIndex`):
+/// conditions and sort keys in the expression form those indexes are built on, so the
+/// planner can seek and walk them. `Scan` otherwise: the conditions become one jsonpath
+/// predicate (`doc @@ ...`), evaluated in one pass over each document where the expression
+/// form extracts the field once per comparison, and estimated from the column's statistics
+/// instead of a default 0.5 %; a number sort key sorts as `numeric`, which compares in a
+/// fraction of the time `jsonb` does. On the bench's 100,000 records, serially: 39 ms a query
+/// against 55. The jsonpath is not used when an index could serve: its estimate is computed
+/// at every execution (custom plans), which on a 0.5 ms indexed query costs a quarter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    Index,
+    Scan,
+}
+
+/// The form for a query on `filter` and `order`, `indexed` telling which fields have indexes.
+pub fn form_for(
+    filter: Option<&Filter>,
+    order: &[SortKey],
+    indexed: impl Fn(&FieldPath) -> bool,
+) -> Form {
+    fn mentions(f: &Filter, indexed: &dyn Fn(&FieldPath) -> bool) -> bool {
+        match f {
+            Filter::And(subs) | Filter::Or(subs) => subs.iter().any(|s| mentions(s, indexed)),
+            Filter::Not(sub) => mentions(sub, indexed),
+            Filter::Cond { path, .. } => indexed(path),
+        }
+    }
+    if order.iter().any(|k| indexed(&k.path)) || filter.is_some_and(|f| mentions(f, &indexed)) {
+        Form::Index
+    } else {
+        Form::Scan
+    }
+}
+
+/// `$."a"."b"`: the path in jsonpath, each label a JSON string literal (jsonpath reads the same
+/// escapes), so any label is safe; the whole path is a bound parameter besides.
+fn jsonpath_accessor(path: &FieldPath) -> String {
+    let mut s = String::from("$");
+    for seg in &path.segments {
+        s.push('.');
+        s.push_str(&Value::String(seg.clone()).to_string());
+    }
+    s
+}
+
+/// The jsonpath predicate of a condition, for the conditions whose jsonpath meaning (strict
+/// mode, inside `@@`) is exactly [`Filter::matches`]: equality with a scalar, membership in a
+/// list of scalars, a range with a number, `$exists: true`, and `$and`/`$or` of those. Strict
+/// mode reads object members only (as [`lookup`] does); a comparison of two different types,
+/// a missing member or a step into a non-object is "unknown", which `@@` answers with NULL: a
+/// non-match, as the API's type-strict comparisons want. Negations are left to SQL, where
+/// `IS NOT TRUE` turns unknown into a match.
+fn jsonpath_pred(filter: &Filter) -> Option<String> {
+    let all = |subs: &[Filter], sep: &str| -> Option<String> {
+        if subs.is_empty() {
+            return None;
+        }
+        let preds = subs.iter().map(jsonpath_pred).collect::<Option<Vec<_>>>()?;
+        Some(format!("({})", preds.join(sep)))
+    };
     match filter {
+        Filter::And(subs) => all(subs, " && "),
+        Filter::Or(subs) => all(subs, " || "),
+        Filter::Not(_) => None,
+        Filter::Cond { path, op } => {
+            if !path_representable(path) {
+                return None;
+            }
+            let at = jsonpath_accessor(path);
+            match op {
+                Op::Eq(v) => Some(format!("{at} == {}", scalar_json(v)?)),
+                Op::In(vs) if !vs.is_empty() => {
+                    let eqs = vs
+                        .iter()
+                        .map(|v| Some(format!("{at} == {}", scalar_json(v)?)))
+                        .collect::<Option<Vec<_>>>()?;
+                    Some(format!("({})", eqs.join(" || ")))
+                }
+                Op::Gt(Value::Number(n))
+                | Op::Gte(Value::Number(n))
+                | Op::Lt(Value::Number(n))
+                | Op::Lte(Value::Number(n)) => {
+                    let cmp = match op {
+                        Op::Gt(_) => ">",
+                        Op::Gte(_) => ">=",
+                        Op::Lt(_) => "<",
+                        _ => "<=",
+                    };
+                    Some(format!("{at} {cmp} {}", number_text(n)?))
+                }
+                Op::Exists(true) => Some(format!("exists({at})")),
+                _ => None,
+            }
+        }
+    }
+}
+
+/// `doc @@ 'strict <pred>'`, the predicate a parameter.
+fn jsonpath_match(pred: String) -> SqlFragment {
+    let mut f = SqlFragment::new();
+    f.s("doc @@ ?::jsonpath");
+    f.params.push(SqlParam::JsonPath(format!("strict {pred}")));
+    f
+}
+
+/// A WHERE condition equivalent to [`Filter::matches`], in the given [`Form`]; `None` when
+/// some part cannot be expressed exactly and the caller must evaluate the filter in Rust.
+pub fn where_sql(filter: &Filter, form: Form) -> Option<SqlFragment> {
+    if form == Form::Scan {
+        if let Some(pred) = jsonpath_pred(filter) {
+            return Some(jsonpath_match(pred));
+        }
+    }
+    match filter {
+        // In a scan, the conditions jsonpath can take become one predicate beside the rest.
+        Filter::And(subs) if form == Form::Scan => {
+            let mut preds = Vec::new();
+            let mut parts = Vec::new();
+            for sub in subs {
+                match jsonpath_pred(sub) {
+                    Some(p) => preds.push(p),
+                    None => parts.push(where_sql(sub, form)?),
+                }
+            }
+            if !preds.is_empty() {
+                parts.insert(0, jsonpath_match(preds.join(" && ")));
+            }
+            Some(join(parts, " AND ", "TRUE"))
+        }
         Filter::And(subs) => Some(join(
-            subs.iter().map(where_sql).collect::<Option<Vec<_>>>()?,
+            subs.iter()
+                .map(|s| where_sql(s, form))
+                .collect::<Option<Vec<_>>>()?,
             " AND ",
             "TRUE",
         )),
         Filter::Or(subs) => Some(join(
-            subs.iter().map(where_sql).collect::<Option<Vec<_>>>()?,
+            subs.iter()
+                .map(|s| where_sql(s, form))
+                .collect::<Option<Vec<_>>>()?,
             " OR ",
             "FALSE",
         )),
-        Filter::Not(sub) => Some(not(where_sql(sub)?)),
+        Filter::Not(sub) => Some(not(where_sql(sub, form)?)),
         Filter::Cond { path, op } => cond_sql(path, op),
     }
 }
@@ -484,14 +627,20 @@ const RANK_CASE_WHENS: &str = " WHEN 'null' THEN 1 WHEN 'boolean' THEN 2 WHEN 'n
 /// objects by their JSON text), all in the key's direction; then the id in the direction of the
 /// last key. `None` when a label cannot be represented.
 pub fn order_by_sql(order: &[SortKey]) -> Option<SqlFragment> {
-    order_by_sql_for(order, None)
+    order_by_sql_for(order, None, Form::Index)
 }
 
 /// [`order_by_sql`] for a query with `filter`: where the filter fixes a sort key's JSON type
 /// (`priority >= 7` admits numbers only), that key sorts by the one term of its type, so an
 /// expression index on `(store_id, coll, value, id)` gives the order and the scan stops at the
-/// LIMIT.
-pub fn order_by_sql_for(order: &[SortKey], filter: Option<&Filter>) -> Option<SqlFragment> {
+/// LIMIT. In the [`Form::Scan`] form a number key sorts as `numeric` instead: the same order
+/// (jsonb compares numbers as numeric), at a fraction of the cost of comparing jsonb values
+/// (a top-100 of the bench's 15,000 matches: 10 ms against 16, serially).
+pub fn order_by_sql_for(
+    order: &[SortKey],
+    filter: Option<&Filter>,
+    form: Form,
+) -> Option<SqlFragment> {
     let mut f = SqlFragment::new();
     for key in order {
         if !path_representable(&key.path) {
@@ -502,6 +651,11 @@ pub fn order_by_sql_for(order: &[SortKey], filter: Option<&Filter>) -> Option<Sq
         match filter.and_then(|flt| fixed_type_rank(flt, p)) {
             // Missing or null everywhere: every document ties on this key.
             Some(0 | 1) => {}
+            // The filter admits numbers only, so the cast cannot fail on a row that reaches
+            // the sort.
+            Some(3) if form == Form::Scan => {
+                f.value(p).s("::numeric").s(dir).s(", ");
+            }
             Some(2 | 3) => {
                 f.value(p).s(dir).s(", ");
             }
@@ -653,8 +807,9 @@ mod tests {
     use crate::query::parse_where;
     use serde_json::json;
 
+    /// The expression forms (as for a query an index can serve).
     fn w(v: Value) -> Option<SqlFragment> {
-        where_sql(&parse_where(&v).unwrap())
+        where_sql(&parse_where(&v).unwrap(), Form::Index)
     }
 
     #[test]
@@ -699,6 +854,77 @@ mod tests {
         assert!(w(json!({"a": "x\u{0}"})).is_none());
         let f = w(json!({"x') OR 1=1 --": {"$eq": "'; DROP TABLE records; --"}})).unwrap();
         assert!(!f.sql.contains("DROP") && !f.sql.contains("OR 1=1"));
+        let (sql, next) = number_placeholders("a = ?::text AND b = ?::text", 3);
+        assert_eq!(sql, "a = $3::text AND b = $4::text");
+        assert_eq!(next, 5);
+    }
+
+    #[test]
+    fn scans_compile_conditions_to_one_jsonpath() {
+        let q = parse_where(&json!({"done": false, "priority": {"$gte": 7}})).unwrap();
+        let f = where_sql(&q, Form::Scan).unwrap();
+        assert_eq!(f.sql, "doc @@ ?::jsonpath");
+        assert_eq!(
+            f.params,
+            vec![SqlParam::JsonPath(
+                r#"strict ($."done" == false && $."priority" >= 7)"#.to_string()
+            )]
+        );
+        // Labels are JSON string literals; negations, string ranges and prefixes stay SQL.
+        let q = parse_where(&json!({"$or": [{"a\"b.c d": {"$in": ["x", null]}}, {"n": {"$exists": true}}], "s": {"$prefix": "a"}, "$not": {"t": 1}})).unwrap();
+        let f = where_sql(&q, Form::Scan).unwrap();
+        assert!(
+            f.sql.starts_with("(doc @@ ?::jsonpath AND (jsonb_typeof"),
+            "{}",
+            f.sql
+        );
+        assert!(f.sql.ends_with(") IS NOT TRUE)"), "{}", f.sql);
+        assert_eq!(
+            f.params[0],
+            SqlParam::JsonPath(
+                r#"strict (($."a\"b"."c d" == "x" || $."a\"b"."c d" == null) || exists($."n"))"#
+                    .to_string()
+            )
+        );
+        let f = where_sql(
+            &parse_where(&json!({"$not": {"t": {"$gt": 1}}})).unwrap(),
+            Form::Scan,
+        )
+        .unwrap();
+        assert_eq!(f.sql, "(doc @@ ?::jsonpath) IS NOT TRUE");
+        // Numbers beyond 2^53 and arrays are not compiled at all (Rust evaluates them).
+        assert!(where_sql(
+            &parse_where(&json!({"a": 9007199254740992i64})).unwrap(),
+            Form::Scan
+        )
+        .is_none());
+        assert!(where_sql(&parse_where(&json!({"a": [1]})).unwrap(), Form::Scan).is_none());
+    }
+
+    #[test]
+    fn the_form_follows_the_indexes() {
+        let q = parse_where(&json!({"done": false, "$or": [{"priority": {"$gte": 7}}, {"x": 1}]}))
+            .unwrap();
+        let order = [SortKey {
+            path: FieldPath::parse("priority").unwrap(),
+            descending: true,
+        }];
+        let priority = |p: &FieldPath| p.dotted() == "priority";
+        assert_eq!(form_for(Some(&q), &[], priority), Form::Index);
+        assert_eq!(form_for(None, &order, priority), Form::Index);
+        assert_eq!(
+            form_for(Some(&q), &[], |p: &FieldPath| p.dotted() == "y"),
+            Form::Scan
+        );
+        let q = parse_where(&json!({"priority": {"$gte": 7}})).unwrap();
+        let f = order_by_sql_for(&order, Some(&q), Form::Scan).unwrap();
+        assert_eq!(f.sql, "(doc -> 'priority')::numeric DESC, id DESC");
+        let f = order_by_sql_for(&order, Some(&q), Form::Index).unwrap();
+        assert_eq!(f.sql, "(doc -> 'priority') DESC, id DESC");
+    }
+
+    #[test]
+    fn placeholders() {
         let (sql, next) = number_placeholders("a = ?::text AND b = ?::text", 3);
         assert_eq!(sql, "a = $3::text AND b = $4::text");
         assert_eq!(next, 5);

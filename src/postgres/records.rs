@@ -14,14 +14,14 @@ use crate::model::{Doc, FindCursor, IfVersion};
 use crate::query::{compare_docs, FieldPath, Filter, SortKey};
 use crate::records::merge_patch;
 
-const COLUMNS: &str = "id, version, created_at, updated_at, raw";
+const COLUMNS: &str = "id, version, created_ms, updated_ms, raw";
 
 fn doc_from_row(r: &Row) -> Doc {
     Doc {
         id: r.get(0),
         version: r.get::<_, i64>(1) as u64,
-        created_at: r.get(2),
-        updated_at: r.get(3),
+        created_at: iso8601(r.get(2)),
+        updated_at: iso8601(r.get(3)),
         data: r.get(4),
     }
 }
@@ -55,7 +55,7 @@ pub async fn get(inner: &Inner, coll: String, id: String) -> Result<Option<Doc>>
     let store = inner.store_id();
     let row = read!(inner, c => {
         let stmt = c.prepare_cached(
-            "SELECT id, version, created_at, updated_at, raw FROM persist_records
+            "SELECT id, version, created_ms, updated_ms, raw FROM persist_records
              WHERE store_id = $1 AND coll = $2 AND id = $3",
         ).await.map_err(pg_err)?;
         c.query_opt(&stmt, &[&store, &coll, &id]).await.map_err(pg_err)
@@ -83,27 +83,27 @@ pub async fn put(
     cond: IfVersion<u64>,
 ) -> Result<Doc> {
     let store = inner.store_id();
-    let now = iso8601(now_ms());
+    let now = now_ms();
     let scrubbed = doc_text(&data);
     let sql = match cond {
         IfVersion::Any => {
-            "INSERT INTO persist_records (store_id, coll, id, doc, raw, version, created_at, updated_at)
+            "INSERT INTO persist_records (store_id, coll, id, doc, raw, version, created_ms, updated_ms)
              VALUES ($1, $2, $3, COALESCE($5::text, $4::text)::jsonb, $4, 1, $6, $6)
              ON CONFLICT (store_id, coll, id) DO UPDATE SET doc = excluded.doc, raw = excluded.raw,
-             version = persist_records.version + 1, updated_at = excluded.updated_at
-             RETURNING version, created_at, updated_at"
+             version = persist_records.version + 1, updated_ms = excluded.updated_ms
+             RETURNING version, created_ms, updated_ms"
         }
         IfVersion::Absent => {
-            "INSERT INTO persist_records (store_id, coll, id, doc, raw, version, created_at, updated_at)
+            "INSERT INTO persist_records (store_id, coll, id, doc, raw, version, created_ms, updated_ms)
              VALUES ($1, $2, $3, COALESCE($5::text, $4::text)::jsonb, $4, 1, $6, $6)
              ON CONFLICT (store_id, coll, id) DO NOTHING
-             RETURNING version, created_at, updated_at"
+             RETURNING version, created_ms, updated_ms"
         }
         IfVersion::Is(_) => {
             "UPDATE persist_records SET doc = COALESCE($5::text, $4::text)::jsonb, raw = $4,
-             version = version + 1, updated_at = $6
+             version = version + 1, updated_ms = $6
              WHERE store_id = $1 AND coll = $2 AND id = $3 AND version = $7
-             RETURNING version, created_at, updated_at"
+             RETURNING version, created_ms, updated_ms"
         }
     };
     let expected = match cond {
@@ -122,8 +122,8 @@ pub async fn put(
         Some(r) => Ok(Doc {
             id,
             version: r.get::<_, i64>(0) as u64,
-            created_at: r.get(1),
-            updated_at: r.get(2),
+            created_at: iso8601(r.get(1)),
+            updated_at: iso8601(r.get(2)),
             data,
         }),
         None if cond == IfVersion::Absent => Err(PersistError::conflict(format!(
@@ -157,14 +157,14 @@ pub async fn update(
         }
         let data = merge_patch(&current.data, &patch)?;
         let scrubbed = doc_text(&data);
-        let now = iso8601(now_ms());
+        let now = now_ms();
         let old = current.version as i64;
         let row = write!(inner, c => {
             let stmt = c.prepare_cached(
                 "UPDATE persist_records SET doc = COALESCE($5::text, $4::text)::jsonb, raw = $4,
-                 version = version + 1, updated_at = $6
+                 version = version + 1, updated_ms = $6
                  WHERE store_id = $1 AND coll = $2 AND id = $3 AND version = $7
-                 RETURNING version, created_at, updated_at",
+                 RETURNING version, created_ms, updated_ms",
             ).await.map_err(pg_err)?;
             c.query_opt(&stmt, &[&store, &coll, &id, &data, &scrubbed, &now, &old]).await.map_err(pg_err)
         })?;
@@ -172,8 +172,8 @@ pub async fn update(
             return Ok(Doc {
                 id,
                 version: r.get::<_, i64>(0) as u64,
-                created_at: r.get(1),
-                updated_at: r.get(2),
+                created_at: iso8601(r.get(1)),
+                updated_at: iso8601(r.get(2)),
                 data,
             });
         }
@@ -254,11 +254,15 @@ pub async fn find_page(
     after: Option<FindCursor>,
     limit: usize,
 ) -> Result<Vec<Doc>> {
-    let where_part = filter.as_ref().map(query_sql::where_sql);
+    let indexed = inner.indexed_fields().await;
+    let form = query_sql::form_for(filter.as_ref(), &order, |p| {
+        indexed.contains(&index_hash(p))
+    });
+    let where_part = filter.as_ref().map(|f| query_sql::where_sql(f, form));
     let after_part = after
         .as_ref()
         .map(|a| query_sql::after_sql(&order, &a.id, &a.data));
-    let order_part = query_sql::order_by_sql_for(&order, filter.as_ref());
+    let order_part = query_sql::order_by_sql_for(&order, filter.as_ref(), form);
     if matches!(where_part, Some(None)) || matches!(after_part, Some(None)) || order_part.is_none()
     {
         return find_page_in_rust(
@@ -336,7 +340,9 @@ async fn scan_matching(
 }
 
 pub async fn count(inner: &Inner, coll: String, filter: Option<Filter>) -> Result<u64> {
-    let part = match filter.as_ref().map(query_sql::where_sql) {
+    let indexed = inner.indexed_fields().await;
+    let form = query_sql::form_for(filter.as_ref(), &[], |p| indexed.contains(&index_hash(p)));
+    let part = match filter.as_ref().map(|f| query_sql::where_sql(f, form)) {
         Some(None) => {
             return Ok(scan_matching(inner, &coll, filter.as_ref(), None)
                 .await?
@@ -368,7 +374,7 @@ pub async fn ensure_index(inner: &Inner, path: FieldPath) -> Result<()> {
     }
     let value = query_sql::value_expr(&path).sql;
     let text = query_sql::text_expr(&path).sql;
-    let hash = fnv1a(path.dotted().as_bytes());
+    let hash = index_hash(&path);
     let sql = format!(
         "CREATE INDEX IF NOT EXISTS persist_rixv_{hash:016x} ON persist_records (store_id, coll, {value}, id);
          CREATE INDEX IF NOT EXISTS persist_rixt_{hash:016x} ON persist_records (store_id, coll, {text}, id);"
@@ -390,9 +396,15 @@ pub async fn ensure_index(inner: &Inner, path: FieldPath) -> Result<()> {
     // Statistics of the new index expressions, so that the next query is planned with them
     // (an ordered index scan for a sorted, limited query). The index exists either way: a
     // failed ANALYZE leaves only the planner's older statistics, so it is not an error.
-    let _ = inner.analyze_records().await;
+    let _ = inner.analyze_records(false).await;
     inner.forget_statements();
+    inner.note_indexed(hash);
     Ok(())
+}
+
+/// The name suffix of a field's expression indexes (`persist_rixv_<hash as 16 hex digits>`).
+pub(crate) fn index_hash(path: &FieldPath) -> u64 {
+    fnv1a(path.dotted().as_bytes())
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
