@@ -12,8 +12,8 @@ pub fn now_ms() -> i64 {
 }
 
 /// `2026-11-25T13:16:42.123Z` for a millisecond timestamp (UTC, always 24 characters for
-/// years 0-9999). Written digit by digit: a Postgres page of 100 records formats 200 of them,
-/// and `format!` took about 40 µs of a 500 µs indexed query.
+/// years 0-9999). Written digit by digit rather than through `format!`: a Postgres page of
+/// 100 records formats 200 of them.
 pub fn iso8601(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let millis = ms.rem_euclid(1000) as u32;

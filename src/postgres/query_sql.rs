@@ -923,11 +923,4 @@ mod tests {
         let f = order_by_sql_for(&order, Some(&q), Form::Index).unwrap();
         assert_eq!(f.sql, "(doc -> 'priority') DESC, id DESC");
     }
-
-    #[test]
-    fn placeholders() {
-        let (sql, next) = number_placeholders("a = ?::text AND b = ?::text", 3);
-        assert_eq!(sql, "a = $3::text AND b = $4::text");
-        assert_eq!(next, 5);
-    }
 }

@@ -246,6 +246,12 @@ async fn query_records(
     })
 }
 
+/// The [`query_sql::Form`] of a query, from the fields that have our indexes.
+async fn query_form(inner: &Inner, filter: Option<&Filter>, order: &[SortKey]) -> query_sql::Form {
+    let indexed = inner.indexed_fields().await;
+    query_sql::form_for(filter, order, |p| indexed.contains(&index_hash(p)))
+}
+
 pub async fn find_page(
     inner: &Inner,
     coll: String,
@@ -254,10 +260,7 @@ pub async fn find_page(
     after: Option<FindCursor>,
     limit: usize,
 ) -> Result<Vec<Doc>> {
-    let indexed = inner.indexed_fields().await;
-    let form = query_sql::form_for(filter.as_ref(), &order, |p| {
-        indexed.contains(&index_hash(p))
-    });
+    let form = query_form(inner, filter.as_ref(), &order).await;
     let where_part = filter.as_ref().map(|f| query_sql::where_sql(f, form));
     let after_part = after
         .as_ref()
@@ -340,8 +343,7 @@ async fn scan_matching(
 }
 
 pub async fn count(inner: &Inner, coll: String, filter: Option<Filter>) -> Result<u64> {
-    let indexed = inner.indexed_fields().await;
-    let form = query_sql::form_for(filter.as_ref(), &[], |p| indexed.contains(&index_hash(p)));
+    let form = query_form(inner, filter.as_ref(), &[]).await;
     let part = match filter.as_ref().map(|f| query_sql::where_sql(f, form)) {
         Some(None) => {
             return Ok(scan_matching(inner, &coll, filter.as_ref(), None)
@@ -376,7 +378,7 @@ pub async fn ensure_index(inner: &Inner, path: FieldPath) -> Result<()> {
     let text = query_sql::text_expr(&path).sql;
     let hash = index_hash(&path);
     let sql = format!(
-        "CREATE INDEX IF NOT EXISTS persist_rixv_{hash:016x} ON persist_records (store_id, coll, {value}, id);
+        "CREATE INDEX IF NOT EXISTS {VALUE_INDEX}{hash:016x} ON persist_records (store_id, coll, {value}, id);
          CREATE INDEX IF NOT EXISTS persist_rixt_{hash:016x} ON persist_records (store_id, coll, {text}, id);"
     );
     write!(inner, c => {
@@ -402,9 +404,17 @@ pub async fn ensure_index(inner: &Inner, path: FieldPath) -> Result<()> {
     Ok(())
 }
 
-/// The name suffix of a field's expression indexes (`persist_rixv_<hash as 16 hex digits>`).
+/// The name prefix of a field's value index; the name ends in [`index_hash`] as 16 hex digits.
+const VALUE_INDEX: &str = "persist_rixv_";
+
+/// The name suffix of a field's expression indexes.
 pub(crate) fn index_hash(path: &FieldPath) -> u64 {
     fnv1a(path.dotted().as_bytes())
+}
+
+/// The field hash of an index name, if it names one of our value indexes.
+pub(crate) fn value_index_hash(name: &str) -> Option<u64> {
+    u64::from_str_radix(name.strip_prefix(VALUE_INDEX)?, 16).ok()
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
