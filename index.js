@@ -91,6 +91,9 @@ function str(what, value) {
   if (typeof value !== 'string') {
     throw fail('INVALID_ARGUMENT', `${what} must be a string, got ${describe(value)}`)
   }
+  if (!value.isWellFormed()) {
+    throw fail('INVALID_ARGUMENT', `${what} holds a lone UTF-16 surrogate (not Unicode text): ${describe(value)}`)
+  }
   return value
 }
 
@@ -142,7 +145,22 @@ function toJson(what, value) {
   if (text === undefined) {
     throw fail('INVALID_VALUE', `${what} cannot be stored as JSON (${typeof value})`)
   }
+  checkWellFormed(what, text)
   return text
+}
+
+/** `JSON.stringify` writes a string's lone surrogate as a `\udXXX` escape (and nothing else in
+ * that range: pairs come out as themselves); an escape is one preceded by an even run of
+ * backslashes. */
+const LONE_SURROGATE = /(?<!\\)(?:\\\\)*\\ud[89a-f]/
+
+/** Refuses JSON text holding a lone UTF-16 surrogate: such text is not interoperable JSON (RFC
+ * 8259 8.2; I-JSON forbids it) and the JSON parsers of Rust and Postgres refuse it, so most
+ * backends could not give it back as written. */
+function checkWellFormed(what, text) {
+  if (text.includes('\\u') && LONE_SURROGATE.test(text)) {
+    throw fail('INVALID_VALUE', `${what} holds a string with a lone UTF-16 surrogate, which JSON storage cannot keep`)
+  }
 }
 
 function docJson(what, value) {
@@ -480,7 +498,7 @@ class KV {
   get(key) {
     // The common case without an async frame: string keys, the gets of one tick answered on
     // this thread in one native call (one read transaction on SQLite).
-    if (typeof key === 'string') {
+    if (typeof key === 'string' && key.isWellFormed()) {
       return new Promise((resolve, reject) => {
         if (this.#pendingValueGets.push({ key, resolve, reject }) === 1) queueMicrotask(this.#flushValueGets)
       })
@@ -557,7 +575,7 @@ class KV {
 
   set(key, value, options) {
     // The common case without an async frame (as in get): a string key and no options.
-    if (typeof key === 'string' && options === undefined) {
+    if (typeof key === 'string' && options === undefined && key.isWellFormed()) {
       let json
       try {
         json = toJson('value', value)
@@ -599,11 +617,12 @@ class KV {
         let e = entries[i]
         if (e === null || typeof e !== 'object' || Array.isArray(e)) e = opts(`entries[${i}]`, e)
         const key = e.key
-        keys[i] = typeof key === 'string' ? key : str(`entries[${i}].key`, key)
+        keys[i] = typeof key === 'string' && key.isWellFormed() ? key : str(`entries[${i}].key`, key)
         let json
         try {
           json = JSON.stringify(e.value)
         } catch {}
+        if (json !== undefined) checkWellFormed(`entries[${i}].value`, json)
         values[i] = json !== undefined ? json : toJson(`entries[${i}].value`, e.value)
         if (e.ttl !== undefined && e.ttl !== null) {
           ttls ??= new Array(n).fill(null)
@@ -675,12 +694,72 @@ function docsOfPage(text) {
   return docs
 }
 
+/** The `records.put` calls of one tick, sent to the native layer as one call where the backend
+ * writes them together (Postgres: one statement for the plain puts, see `recPutBatch`). */
+class RecordPuts {
+  #n
+  #pending = []
+  constructor(nativeStore) {
+    this.#n = nativeStore
+  }
+
+  queue(coll, id, json, ifVersion, ifAbsent) {
+    return new Promise((resolve, reject) => {
+      if (this.#pending.push({ coll, id, json, ifVersion, ifAbsent, resolve, reject }) === 1) queueMicrotask(this.#flush)
+    })
+  }
+
+  #flush = async () => {
+    const batch = this.#pending
+    this.#pending = []
+    if (batch.length === 1) {
+      const p = batch[0]
+      try {
+        p.resolve(JSON.parse(await this.#n.recPut(p.coll, p.id, p.json, p.ifVersion, p.ifAbsent)))
+      } catch (err) {
+        p.reject(fromNative(err))
+      }
+      return
+    }
+    let results
+    try {
+      const n = batch.length
+      const colls = new Array(n)
+      const ids = new Array(n)
+      const jsons = new Array(n)
+      const ifVersions = new Array(n)
+      const ifAbsents = new Array(n)
+      for (let i = 0; i < n; i++) {
+        const p = batch[i]
+        colls[i] = p.coll
+        ids[i] = p.id
+        jsons[i] = p.json
+        ifVersions[i] = p.ifVersion
+        ifAbsents[i] = p.ifAbsent
+      }
+      results = JSON.parse(await this.#n.recPutBatch(colls, ids, jsons, ifVersions, ifAbsents))
+    } catch (err) {
+      const e = fromNative(err)
+      for (const p of batch) p.reject(e)
+      return
+    }
+    batch.forEach((p, i) => {
+      const r = results[i]
+      if (r.ok) p.resolve(r.ok)
+      else p.reject(fromErrorBody(r.err))
+    })
+  }
+}
+
 class Collection {
   #n
   #name
-  constructor(nativeStore, name) {
+  /** The store's RecordPuts, or null when puts go one by one. */
+  #puts
+  constructor(nativeStore, name, puts) {
     this.#n = nativeStore
     this.#name = name
+    this.#puts = puts
   }
 
   get name() {
@@ -702,7 +781,9 @@ class Collection {
       const json = docJson('data', data)
       const ifAbsent = o.ifVersion === null
       const ifVersion = ifAbsent ? null : optNum('ifVersion', o.ifVersion)
-      return JSON.parse(await this.#n.recPut(str('collection name', this.#name), id, json, ifVersion, ifAbsent))
+      const coll = str('collection name', this.#name)
+      if (this.#puts !== null) return this.#puts.queue(coll, id, json, ifVersion, ifAbsent)
+      return JSON.parse(await this.#n.recPut(coll, id, json, ifVersion, ifAbsent))
     })
   }
 
@@ -780,13 +861,15 @@ class Collection {
 
 class Records {
   #n
+  #puts
   constructor(nativeStore) {
     this.#n = nativeStore
+    this.#puts = nativeStore.recPutsBatched() ? new RecordPuts(nativeStore) : null
   }
 
   /** Collection names are checked on first use: an invalid name makes every call reject. */
   collection(name) {
-    return new Collection(this.#n, name)
+    return new Collection(this.#n, name, this.#puts)
   }
 }
 

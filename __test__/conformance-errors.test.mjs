@@ -12,6 +12,7 @@ import {
 const BAD_NAMES = [
   ["empty string", ""],
   ["NUL byte", "a\0b"],
+  ["lone surrogate", "a\ud800"],
   ["1025 ASCII bytes", "x".repeat(1025)],
   ["1025 UTF-8 bytes (512 × é + a)", "é".repeat(512) + "a"],
   ["number", 123],
@@ -35,6 +36,8 @@ const BAD_JSON = [
   ["deep BigInt", { deep: { x: [{ y: 1n }] } }],
   ["cyclic object", cyclicObject()],
   ["cyclic array", cyclicArray()],
+  ["string with a lone surrogate", "x\udc00"],
+  ["nested lone surrogate", { a: ["\ud800"] }],
 ];
 const BAD_RECORD_DATA = [
   ["nested BigInt", { a: 10n }],
@@ -50,12 +53,15 @@ const BAD_RECORD_DATA = [
   ["undefined", undefined],
   ["function", () => ({})],
   ["BigInt", 5n],
+  ["object holding a lone surrogate", { s: "ok", t: "\\\ud800" }],
+  ["object with a lone surrogate in a key", { ["k\udfff"]: 1 }],
 ];
 const BAD_EVENT_DATA = [
   ["BigInt", 10n],
   ["nested BigInt", { a: 10n }],
   ["cyclic object", cyclicObject()],
   ["cyclic array", cyclicArray()],
+  ["lone surrogate", { s: "\udbff" }],
 ];
 // What a BlobBody cannot be; the contract does not say which INVALID_* code, so both are accepted.
 const BAD_BODIES = [["number", 42], ["plain object", { a: 1 }], ["null", null], ["undefined", undefined], ["boolean", true]];

@@ -168,6 +168,84 @@ await conformance("records", (a) => {
     assert.equal(await col.get("q"), undefined);
   });
 
+  it("puts issued together: each settles alone, with its own version; other collections", async (t) => {
+    const s = await openFresh(a, t);
+    const col = s.records.collection("many");
+    const other = s.records.collection("other");
+    await col.put("cond", { v: 0 });
+    // 64 distinct ids in one tick, in shuffled order, plus a repeat, a failing and a passing
+    // condition, an invalid id and document, and another collection.
+    const n = 64;
+    const order = Array.from({ length: n }, (_, i) => (i * 37) % n);
+    const calls = order.map((i) => col.put(`p${String(i).padStart(2, "0")}`, { i, text: `doc ${i}` }));
+    calls.push(col.put("p07", { i: 7, again: true }));
+    calls.push(col.put("cond", { v: 1 }, { ifVersion: 5 }));
+    calls.push(col.put("cond", { v: 2 }, { ifVersion: 1 }));
+    calls.push(col.put("", { bad: "id" }));
+    calls.push(col.put("p99", [1, 2]));
+    calls.push(other.put("p01", { other: true }));
+    const settled = await Promise.allSettled(calls);
+    for (let k = 0; k < n; k++) {
+      const i = order[k];
+      assert.equal(settled[k].status, "fulfilled", `put ${i}: ${settled[k].reason}`);
+      const d = settled[k].value;
+      assert.equal(d.id, `p${String(i).padStart(2, "0")}`);
+      assert.deepEqual(d.data, { i, text: `doc ${i}` });
+      if (i !== 7) assert.equal(d.version, 1);
+      assertIsoUtc(d.createdAt);
+    }
+    const [again, failed, passed, badId, badDoc, inOther] = settled.slice(n);
+    // Two puts of p07 in one tick: one applies after the other (which one first is not promised
+    // where puts run concurrently); the record is the one at version 2.
+    assert.equal(again.status, "fulfilled");
+    const first7 = settled[order.indexOf(7)].value;
+    assert.deepEqual([first7.version, again.value.version].sort(), [1, 2]);
+    assert.equal(again.value.createdAt, first7.createdAt);
+    const last7 = first7.version === 2 ? first7 : again.value;
+    assert.equal(failed.status, "rejected");
+    assert.equal(failed.reason.code, "CONFLICT");
+    assert.equal(passed.status, "fulfilled");
+    assert.equal(passed.value.version, 2);
+    assert.equal(badId.reason?.code, "INVALID_ARGUMENT");
+    assert.equal(badDoc.reason?.code, "INVALID_VALUE");
+    assert.equal(inOther.value?.version, 1);
+    assert.equal(await col.count(), n + 1);
+    assert.deepEqual(await col.get("p07"), last7);
+    assert.deepEqual((await col.get("cond")).data, { v: 2 });
+    assert.equal(await col.get("p99"), undefined);
+    assert.deepEqual((await other.get("p01")).data, { other: true });
+    assert.deepEqual((await col.get("p01")).data, { i: 1, text: "doc 1" });
+    // And again, all at once: every one moves to version 2 (p07 to 3), createdAt kept.
+    const second = await Promise.all(order.map((i) => col.put(`p${String(i).padStart(2, "0")}`, { i, round: 2 })));
+    for (const [k, d] of second.entries()) {
+      assert.equal(d.version, order[k] === 7 ? 3 : 2);
+      assert.equal(d.createdAt, settled[k].value.createdAt);
+      assert.deepEqual(await col.get(d.id), d);
+    }
+  });
+
+  it("documents holding U+0000 and surrogate pairs round-trip exactly and are queried", async (t) => {
+    const s = await openFresh(a, t);
+    const col = s.records.collection("odd");
+    const docs = {
+      nul: { s: "a\u0000b", n: 1, ["k\u0000"]: true },
+      pair: { s: "\ud83d\ude00", n: 2, nested: { t: ["x\udbff\udfff"] } },
+      slash: { s: "\\ud800", n: 3 },
+    };
+    // One at a time, then all together (a batch on backends that batch puts).
+    await col.put("first", docs.pair);
+    const put = await Promise.all(Object.entries(docs).map(([id, d]) => col.put(id, d)));
+    for (const d of put) assert.deepEqual(d.data, docs[d.id]);
+    for (const [id, d] of Object.entries(docs)) assert.deepEqual((await col.get(id)).data, d);
+    const found = await col.find({ where: { n: { $gte: 2 } }, orderBy: { field: "n", direction: "desc" } }).toArray();
+    assert.deepEqual(ids(found), ["slash", "pair", "first"]);
+    assert.deepEqual(found[1].data, docs.pair);
+    assert.deepEqual(ids(await col.find({ where: { s: "\ud83d\ude00" } }).toArray()), ["first", "pair"]);
+    assert.deepEqual(ids(await col.find({ where: { s: "a\u0000b" } }).toArray()), ["nul"]);
+    assert.deepEqual(ids(await col.find({ where: { s: "\\ud800" } }).toArray()), ["slash"]);
+    assert.equal(await col.count({ n: 1 }), 1);
+  });
+
   it("update shallow-merges the patch and bumps the version", async (t) => {
     const s = await openFresh(a, t);
     const col = s.records.collection("c");

@@ -241,6 +241,48 @@ describe("postgres adapter", { skip }, () => {
     } finally { await mine.close(); await other.close(); }
   });
 
+  it("the puts of one tick are one statement: rows in id order on the heap; a row the server refuses fails alone", { timeout: 60_000 }, async () => {
+    const location = randomName("puts").replace(/-/g, "_");
+    const schema = pgSchema(location);
+    const store = await createStore(pgConfig("puts", location));
+    try {
+      const col = store.records.collection("tasks");
+      await col.put("warm", { w: 1 }); // the schema exists before the trigger goes in
+      // 200 puts in one tick, in reverse id order (as single puts over the pool they would
+      // land one heap page per connection, in arrival order).
+      const n = 200;
+      const idOf = (i) => `t${String(i).padStart(4, "0")}`;
+      const docs = await Promise.all(Array.from({ length: n }, (_, k) => col.put(idOf(n - 1 - k), { i: n - 1 - k })));
+      assert.ok(docs.every((d, k) => d.id === idOf(n - 1 - k) && d.version === 1 && d.data.i === n - 1 - k));
+      const ctids = pgPsql(`SELECT ctid FROM "${schema}".persist_records WHERE id LIKE 't%' ORDER BY id`).trim().split("\n")
+        .map((c) => c.slice(1, -1).split(",").map(Number));
+      assert.equal(ctids.length, n);
+      for (let i = 1; i < n; i++) {
+        const [pa, ia] = ctids[i - 1];
+        const [pb, ib] = ctids[i];
+        assert.ok(pb > pa || (pb === pa && ib > ia), `row ${idOf(i)} at ${ctids[i]} is not after ${idOf(i - 1)} at ${ctids[i - 1]}`);
+      }
+      // A trigger that refuses one document makes the statement fail; every put is then tried
+      // alone: only that one fails, the others are written (at version 2).
+      pgPsql(`CREATE FUNCTION "${schema}".refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+          BEGIN IF NEW.raw LIKE '%"refuse":true%' THEN RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$;
+        CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON "${schema}".persist_records FOR EACH ROW EXECUTE FUNCTION "${schema}".refuse();`);
+      const settled = await Promise.allSettled(Array.from({ length: 20 }, (_, i) => col.put(idOf(i), i === 5 ? { refuse: true } : { i, again: true })));
+      settled.forEach((r, i) => {
+        if (i === 5) {
+          assert.equal(r.status, "rejected");
+          assert.ok(r.reason instanceof PersistError);
+          assert.match(r.reason.message, /refused by the test/);
+        } else {
+          assert.equal(r.status, "fulfilled", String(r.reason));
+          assert.equal(r.value.version, 2);
+        }
+      });
+      assert.deepEqual((await col.get(idOf(5))).data, { i: 5 });
+      assert.deepEqual((await col.get(idOf(6))).data, { i: 6, again: true });
+    } finally { await store.close(); }
+  });
+
   it("an idle store's calls on its lane: a slow server holds up neither the event loop nor runs anything twice, and writes land", { timeout: 60_000 }, async () => {
     const schema = pgSchema(randomName("lane").replace(/-/g, "_"));
     const store = await createStore({ ...pgConfig(randomName("lane")), schema });

@@ -110,6 +110,19 @@ pub trait Backend: Send + Sync + 'static {
         data: String,
         if_version: IfVersion<u64>,
     ) -> Result<Doc>;
+    /// Whether the binding should send the puts of one tick together (`rec_put_each`).
+    fn batches_rec_puts(&self) -> bool {
+        false
+    }
+    /// Puts issued together: one result per put, in order; each may fail alone. The default
+    /// runs them one after another (Postgres writes the plain ones in one statement).
+    async fn rec_put_each(&self, puts: Vec<RecordPut>) -> Vec<Result<Doc>> {
+        let mut out = Vec::with_capacity(puts.len());
+        for p in puts {
+            out.push(self.rec_put(p.coll, p.id, p.data, p.if_version).await);
+        }
+        out
+    }
     async fn rec_get(&self, coll: String, id: String) -> Result<Option<Doc>>;
     /// Like `kv_get_many_now`, for one record.
     fn rec_get_now(&self, _coll: &str, _id: &str) -> Option<Result<Option<Doc>>> {

@@ -61,6 +61,16 @@ pub struct Doc {
     pub data: String,
 }
 
+/// One `records.put` of a batch (see `Backend::rec_put_each`).
+#[derive(Debug, Clone)]
+pub struct RecordPut {
+    pub coll: String,
+    pub id: String,
+    /// JSON text of an object.
+    pub data: String,
+    pub if_version: IfVersion<u64>,
+}
+
 /// Where a page of `find` resumes: strictly after this document in the query's order.
 #[derive(Debug, Clone)]
 pub struct FindCursor {

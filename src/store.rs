@@ -359,6 +359,36 @@ impl Store {
         backend.rec_put(coll, id, data, if_version).await
     }
 
+    /// Whether the binding should send the puts of one tick together (`rec_put_each`).
+    pub fn batches_rec_puts(&self) -> bool {
+        self.backend.batches_rec_puts()
+    }
+
+    /// Puts issued together (the binding batches the puts of one tick); one result per put,
+    /// in order, each failing alone (an invalid one without reaching the backend).
+    pub async fn rec_put_each(&self, puts: Vec<RecordPut>) -> Result<Vec<Result<Doc>>> {
+        let backend = self.open_backend()?;
+        let mut checked = Vec::with_capacity(puts.len());
+        let mut valid = Vec::with_capacity(puts.len());
+        for put in puts {
+            match Self::check_record(&put.coll, Some(&put.id))
+                .and_then(|()| validate::document(&put.data))
+            {
+                Ok(()) => {
+                    checked.push(None);
+                    valid.push(put);
+                }
+                Err(e) => checked.push(Some(Err(e))),
+            }
+        }
+        let done = if valid.is_empty() {
+            Vec::new()
+        } else {
+            backend.rec_put_each(valid).await
+        };
+        Ok(merge_results(checked, done))
+    }
+
     pub async fn rec_get(&self, coll: String, id: String) -> Result<Option<Doc>> {
         let backend = self.open_backend()?;
         Self::check_record(&coll, Some(&id))?;
@@ -691,11 +721,8 @@ fn check_sets(sets: Vec<KvSetRequest>) -> (Vec<Option<Result<KvEntry>>>, Vec<KvS
     (results, valid)
 }
 
-/// Fills the slots of the sets that passed validation (None) with the backend's results, in order.
-fn merge_results(
-    checked: Vec<Option<Result<KvEntry>>>,
-    done: Vec<Result<KvEntry>>,
-) -> Vec<Result<KvEntry>> {
+/// Fills the slots of the sets (or puts) that passed validation (None) with the backend's results, in order.
+fn merge_results<T>(checked: Vec<Option<Result<T>>>, done: Vec<Result<T>>) -> Vec<Result<T>> {
     let mut done = done.into_iter();
     checked
         .into_iter()

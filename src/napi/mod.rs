@@ -22,7 +22,7 @@ use tokio::sync::Mutex;
 use crate::backend::{BlobReader, BlobUpload, LaterSets};
 use crate::clock::iso8601;
 use crate::error::{PersistError, Result as CoreResult};
-use crate::model::{BlobMeta, ByteRange, IfVersion, KvRange, NewEvent};
+use crate::model::{BlobMeta, ByteRange, IfVersion, KvRange, NewEvent, RecordPut};
 use crate::store::{KvSetRequest, SetsDone, Store};
 
 pub(crate) const ERROR_TAG: &str = "\u{0}PERSIST";
@@ -466,6 +466,68 @@ impl NativeStore {
         let cond = condition(if_absent, record_version(if_version).js()?);
         let doc = self.store.rec_put(coll, id, data, cond).await.js()?;
         Ok(json::one(&doc, json::doc))
+    }
+
+    /// Whether index.js should send the puts of one tick together (`recPutBatch`).
+    #[napi]
+    pub fn rec_puts_batched(&self) -> bool {
+        self.store.batches_rec_puts()
+    }
+
+    /// The puts of one tick, as one array per argument of `recPut` (a document's JSON text
+    /// arrives as written). Returns a JSON array with, per put, `{"ok": doc}` or `{"err":
+    /// {code, message, causeRef}}`.
+    #[napi]
+    pub async fn rec_put_batch(
+        &self,
+        colls: Vec<String>,
+        ids: Vec<String>,
+        datas: Vec<String>,
+        if_versions: Vec<Option<f64>>,
+        if_absents: Vec<bool>,
+    ) -> Result<String> {
+        let n = colls.len();
+        if [ids.len(), datas.len(), if_versions.len(), if_absents.len()] != [n; 4] {
+            return Err(to_js(PersistError::internal(
+                "recPutBatch: arrays of different lengths",
+            )));
+        }
+        // A bad ifVersion fails its put alone, like any other invalid put of the batch.
+        let mut invalid = Vec::new();
+        let mut puts = Vec::with_capacity(n);
+        let each = colls
+            .into_iter()
+            .zip(ids)
+            .zip(datas)
+            .zip(if_versions)
+            .zip(if_absents);
+        for (i, ((((coll, id), data), if_version), if_absent)) in each.enumerate() {
+            match record_version(if_version) {
+                Ok(v) => puts.push(RecordPut {
+                    coll,
+                    id,
+                    data,
+                    if_version: condition(if_absent, v),
+                }),
+                Err(e) => invalid.push((i, e)),
+            }
+        }
+        let mut results = self.store.rec_put_each(puts).await.js()?;
+        for (i, e) in invalid {
+            results.insert(i, Err(e));
+        }
+        Ok(json::array(&results, |out, r| match r {
+            Ok(doc) => {
+                out.push_str("{\"ok\":");
+                json::doc(out, doc);
+                out.push('}');
+            }
+            Err(e) => {
+                out.push_str("{\"err\":");
+                json::error_body(out, e);
+                out.push('}');
+            }
+        }))
     }
 
     /// `recGet` answered on the JS thread: null = take the async path, "" = absent, else the

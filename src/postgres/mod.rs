@@ -1026,6 +1026,16 @@ impl Backend for PostgresBackend {
         self.record_written();
         Ok(doc)
     }
+    fn batches_rec_puts(&self) -> bool {
+        true
+    }
+    async fn rec_put_each(&self, puts: Vec<RecordPut>) -> Vec<Result<Doc>> {
+        let results = records::put_each(&self.inner, puts).await;
+        for _ in results.iter().filter(|r| r.is_ok()) {
+            self.record_written();
+        }
+        results
+    }
     async fn rec_get(&self, coll: String, id: String) -> Result<Option<Doc>> {
         if let Some(doc) = self.inner.joined(|| doc_key(&coll, &id)).await {
             return Ok(doc);

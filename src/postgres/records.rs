@@ -2,6 +2,8 @@
 //! (jsonb, for queries and indexes); queries compiled by `query_sql`, falling back to the core's
 //! Rust evaluator for what SQL cannot express exactly.
 
+use std::collections::HashMap;
+
 use serde_json::Value;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
@@ -9,8 +11,8 @@ use tokio_postgres::Row;
 use super::query_sql::{self, number_placeholders, SqlFragment};
 use super::{pg_err, read, write, Inner, LOCK_CLASS};
 use crate::clock::{iso8601, now_ms};
-use crate::error::{PersistError, Result};
-use crate::model::{Doc, FindCursor, IfVersion};
+use crate::error::{ErrorCode, PersistError, Result};
+use crate::model::{Doc, FindCursor, IfVersion, RecordPut};
 use crate::query::{compare_docs, FieldPath, Filter, SortKey};
 use crate::records::merge_patch;
 
@@ -26,29 +28,55 @@ fn doc_from_row(r: &Row) -> Doc {
     }
 }
 
-/// jsonb cannot hold U+0000: such documents are indexed with U+FFFD in its place (their raw
-/// text is kept exactly; queries that mention U+0000 are answered in Rust from the raw text).
+/// The `jsonb` copy of a document, when it must differ from the raw text: `jsonb` cannot hold
+/// U+0000 nor a lone UTF-16 surrogate (which JS strings may carry and `JSON.stringify` writes as
+/// `\ud800`), so those escapes are indexed as U+FFFD. The raw text is kept exactly; queries that
+/// mention U+0000 are answered in Rust from it (a query cannot hold a lone surrogate: it is not
+/// valid JSON for the query parser, on every backend).
 fn doc_text(raw: &str) -> Option<String> {
-    if !raw.contains("\\u0000") {
+    if !raw.contains("\\u") {
         return None;
     }
-    fn scrub(v: &mut Value) {
-        match v {
-            Value::String(s) => *s = s.replace('\0', "\u{FFFD}"),
-            Value::Array(a) => a.iter_mut().for_each(scrub),
-            Value::Object(o) => {
-                let old = std::mem::take(o);
-                for (k, mut val) in old {
-                    scrub(&mut val);
-                    o.insert(k.replace('\0', "\u{FFFD}"), val);
-                }
-            }
-            _ => {}
+    let b = raw.as_bytes();
+    let hex = |at: usize| -> Option<u32> {
+        let digits = std::str::from_utf8(b.get(at..at + 4)?).ok()?;
+        u32::from_str_radix(digits, 16).ok()
+    };
+    let mut out = String::with_capacity(raw.len());
+    let mut copied = 0; // raw[..copied] is in `out`
+    let mut changed = false;
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        // Every backslash of valid JSON starts an escape inside a string: `\uXXXX` or two bytes.
+        if b.get(i + 1) != Some(&b'u') {
+            i += 2;
+            continue;
+        }
+        let unit = hex(i + 2).unwrap_or(0xFFFD);
+        let paired = (0xD800..0xDC00).contains(&unit)
+            && b.get(i + 6..i + 8) == Some(b"\\u")
+            && hex(i + 8).is_some_and(|low| (0xDC00..0xE000).contains(&low));
+        if paired {
+            i += 12;
+        } else if unit == 0 || (0xD800..0xE000).contains(&unit) {
+            out.push_str(&raw[copied..i]);
+            out.push_str("\\ufffd");
+            i += 6;
+            copied = i;
+            changed = true;
+        } else {
+            i += 6;
         }
     }
-    let mut v: Value = serde_json::from_str(raw).ok()?;
-    scrub(&mut v);
-    serde_json::to_string(&v).ok()
+    if !changed {
+        return None;
+    }
+    out.push_str(&raw[copied..]);
+    Some(out)
 }
 
 pub async fn get(inner: &Inner, coll: String, id: String) -> Result<Option<Doc>> {
@@ -131,6 +159,117 @@ pub async fn put(
         ))),
         None => Err(version_conflict(inner, &coll, &id).await),
     }
+}
+
+/// The puts of one tick (see `Backend::rec_put_each`). The plain puts of ids that appear once
+/// go in one statement, in id order: one round trip for all of them, rows of neighbouring ids
+/// on the same heap pages (single puts over the pool's connections scatter them, one page per
+/// backend, which costs a range scan in id order buffers), and locks always taken in the same
+/// order, so two batches cannot deadlock. A put with a condition, or to an id put more than
+/// once in the batch, runs alone, after the earlier puts of its id.
+pub async fn put_each(inner: &Inner, puts: Vec<RecordPut>) -> Vec<Result<Doc>> {
+    let mut seen: HashMap<(&str, &str), usize> = HashMap::new();
+    for p in &puts {
+        *seen.entry((p.coll.as_str(), p.id.as_str())).or_default() += 1;
+    }
+    let alone: Vec<bool> = puts
+        .iter()
+        .map(|p| p.if_version != IfVersion::Any || seen[&(p.coll.as_str(), p.id.as_str())] > 1)
+        .collect();
+    let mut plain: Vec<(usize, RecordPut)> = Vec::new();
+    let mut chains: HashMap<(String, String), Vec<(usize, RecordPut)>> = HashMap::new();
+    for (i, (put, alone)) in puts.into_iter().zip(alone).enumerate() {
+        if alone {
+            chains
+                .entry((put.coll.clone(), put.id.clone()))
+                .or_default()
+                .push((i, put));
+        } else {
+            plain.push((i, put));
+        }
+    }
+    let grouped = async {
+        if plain.len() < 2 {
+            let mut out = Vec::with_capacity(plain.len());
+            for (i, p) in plain {
+                out.push((i, put(inner, p.coll, p.id, p.data, p.if_version).await));
+            }
+            return out;
+        }
+        plain.sort_by(|(_, a), (_, b)| (&a.coll, &a.id).cmp(&(&b.coll, &b.id)));
+        match put_all(inner, &plain).await {
+            Ok(docs) => plain
+                .iter()
+                .map(|(i, _)| *i)
+                .zip(docs.into_iter().map(Ok))
+                .collect(),
+            // Nothing was written and the server may be gone: every put fails with the error.
+            Err(e) if matches!(e.code, ErrorCode::Connection | ErrorCode::Timeout) => {
+                plain.iter().map(|(i, _)| (*i, Err(e.clone()))).collect()
+            }
+            // A statement fails as a whole (one document the server refuses, a deadlock with
+            // another client's transaction): each put is tried alone, to fail alone.
+            Err(_) => {
+                futures::future::join_all(plain.into_iter().map(|(i, p)| async move {
+                    (i, put(inner, p.coll, p.id, p.data, p.if_version).await)
+                }))
+                .await
+            }
+        }
+    };
+    let ordered = futures::future::join_all(chains.into_values().map(|chain| async move {
+        let mut out = Vec::with_capacity(chain.len());
+        for (i, p) in chain {
+            out.push((i, put(inner, p.coll, p.id, p.data, p.if_version).await));
+        }
+        out
+    }));
+    let (grouped, ordered) = futures::future::join(grouped, ordered).await;
+    let mut out: Vec<(usize, Result<Doc>)> = grouped;
+    out.extend(ordered.into_iter().flatten());
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Plain puts of distinct ids in one statement; the documents in the order given.
+async fn put_all(inner: &Inner, puts: &[(usize, RecordPut)]) -> Result<Vec<Doc>> {
+    let store = inner.store_id();
+    let now = now_ms();
+    let scrubbed: Vec<Option<String>> = puts.iter().map(|(_, p)| doc_text(&p.data)).collect();
+    let colls: Vec<&str> = puts.iter().map(|(_, p)| p.coll.as_str()).collect();
+    let ids: Vec<&str> = puts.iter().map(|(_, p)| p.id.as_str()).collect();
+    let raws: Vec<&str> = puts.iter().map(|(_, p)| p.data.as_str()).collect();
+    let rows = write!(inner, c => {
+        let stmt = c.prepare_cached(
+            "INSERT INTO persist_records (store_id, coll, id, doc, raw, version, created_ms, updated_ms)
+             SELECT $1, c, i, COALESCE(s, r)::jsonb, r, 1, $2, $2
+             FROM unnest($3::text[], $4::text[], $5::text[], $6::text[]) AS t(c, i, r, s)
+             ON CONFLICT (store_id, coll, id) DO UPDATE SET doc = excluded.doc, raw = excluded.raw,
+             version = persist_records.version + 1, updated_ms = excluded.updated_ms
+             RETURNING coll, id, version, created_ms, updated_ms",
+        ).await.map_err(pg_err)?;
+        c.query(&stmt, &[&store, &now, &colls, &ids, &raws, &scrubbed]).await.map_err(pg_err)
+    })?;
+    let mut written: HashMap<(String, String), (i64, i64, i64)> = rows
+        .iter()
+        .map(|r| ((r.get(0), r.get(1)), (r.get(2), r.get(3), r.get(4))))
+        .collect();
+    puts.iter()
+        .map(|(_, p)| {
+            let (version, created, updated) = written
+                .remove(&(p.coll.clone(), p.id.clone()))
+                .ok_or_else(|| {
+                    PersistError::internal(format!("record {}/{}: no row returned", p.coll, p.id))
+                })?;
+            Ok(Doc {
+                id: p.id.clone(),
+                version: version as u64,
+                created_at: iso8601(created),
+                updated_at: iso8601(updated),
+                data: p.data.clone(),
+            })
+        })
+        .collect()
 }
 
 /// Shallow merge, done in Rust (to keep the stored key order) and written back only if the
@@ -421,4 +560,38 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::doc_text;
+
+    #[test]
+    fn jsonb_copy_replaces_what_jsonb_cannot_hold() {
+        // Nothing to replace: no copy.
+        assert_eq!(doc_text(r#"{"a":"x"}"#), None);
+        assert_eq!(doc_text(r#"{"a":"\u00e9\n"}"#), None);
+        assert_eq!(doc_text(r#"{"a":"\ud83d\ude00"}"#), None);
+        // An escaped backslash followed by "u0000" is text, not an escape.
+        assert_eq!(doc_text(r#"{"a":"\\u0000"}"#), None);
+        assert_eq!(
+            doc_text(r#"{"a":"x\u0000y","\u0000":1}"#).as_deref(),
+            Some(r#"{"a":"x\ufffdy","\ufffd":1}"#)
+        );
+        // Lone surrogates, high or low, at the end or before another escape.
+        assert_eq!(
+            doc_text(r#"{"a":"\ud800","b":"\udc00x","c":"\uD800\n","d":"\ud800\ud800\udc00"}"#)
+                .as_deref(),
+            Some(r#"{"a":"\ufffd","b":"\ufffdx","c":"\ufffd\n","d":"\ufffd\ud800\udc00"}"#)
+        );
+        assert_eq!(
+            doc_text(r#"{"a":"\\\ud800"}"#).as_deref(),
+            Some(r#"{"a":"\\\ufffd"}"#)
+        );
+        // Every copy is valid JSON that serde (as jsonb) accepts.
+        for raw in [r#"{"a":"\ud800"}"#, r#"{"a":"\udfff\u0000"}"#] {
+            let copy = doc_text(raw).expect("a copy");
+            serde_json::from_str::<serde_json::Value>(&copy).expect("valid");
+        }
+    }
 }
