@@ -162,11 +162,14 @@ pub async fn put(
 }
 
 /// The puts of one tick (see `Backend::rec_put_each`). The plain puts of ids that appear once
-/// go in one statement, in id order: one round trip for all of them, rows of neighbouring ids
-/// on the same heap pages (single puts over the pool's connections scatter them, one page per
-/// backend, which costs a range scan in id order buffers), and locks always taken in the same
-/// order, so two batches cannot deadlock. A put with a condition, or to an id put more than
-/// once in the batch, runs alone, after the earlier puts of its id.
+/// go in one statement, sorted by collection and id, which gives:
+/// - one round trip for all of them;
+/// - neighbouring ids on the same heap pages (single puts over the pool's connections land one
+///   page per backend, and an index scan in id order then reads several times the buffers);
+/// - row locks always taken in the same order, so two batches cannot deadlock each other.
+///
+/// A put with a condition, or to an id put more than once in the batch, runs alone, after the
+/// earlier puts of its id.
 pub async fn put_each(inner: &Inner, puts: Vec<RecordPut>) -> Vec<Result<Doc>> {
     let mut seen: HashMap<(&str, &str), usize> = HashMap::new();
     for p in &puts {
@@ -198,12 +201,9 @@ pub async fn put_each(inner: &Inner, puts: Vec<RecordPut>) -> Vec<Result<Doc>> {
         }
         plain.sort_by(|(_, a), (_, b)| (&a.coll, &a.id).cmp(&(&b.coll, &b.id)));
         match put_all(inner, &plain).await {
-            Ok(docs) => plain
-                .iter()
-                .map(|(i, _)| *i)
-                .zip(docs.into_iter().map(Ok))
-                .collect(),
-            // Nothing was written and the server may be gone: every put fails with the error.
+            Ok(docs) => plain.iter().map(|(i, _)| *i).zip(docs).collect(),
+            // The server is gone or the outcome unknown: every put fails with the error, as a
+            // single put would.
             Err(e) if matches!(e.code, ErrorCode::Connection | ErrorCode::Timeout) => {
                 plain.iter().map(|(i, _)| (*i, Err(e.clone()))).collect()
             }
@@ -231,8 +231,9 @@ pub async fn put_each(inner: &Inner, puts: Vec<RecordPut>) -> Vec<Result<Doc>> {
     out.into_iter().map(|(_, r)| r).collect()
 }
 
-/// Plain puts of distinct ids in one statement; the documents in the order given.
-async fn put_all(inner: &Inner, puts: &[(usize, RecordPut)]) -> Result<Vec<Doc>> {
+/// Plain puts of distinct ids in one statement; Err when the statement failed (nothing
+/// written), else the documents in the order given.
+async fn put_all(inner: &Inner, puts: &[(usize, RecordPut)]) -> Result<Vec<Result<Doc>>> {
     let store = inner.store_id();
     let now = now_ms();
     let scrubbed: Vec<Option<String>> = puts.iter().map(|(_, p)| doc_text(&p.data)).collect();
@@ -254,7 +255,8 @@ async fn put_all(inner: &Inner, puts: &[(usize, RecordPut)]) -> Result<Vec<Doc>>
         .iter()
         .map(|r| ((r.get(0), r.get(1)), (r.get(2), r.get(3), r.get(4))))
         .collect();
-    puts.iter()
+    Ok(puts
+        .iter()
         .map(|(_, p)| {
             let (version, created, updated) = written
                 .remove(&(p.coll.clone(), p.id.clone()))
@@ -269,7 +271,7 @@ async fn put_all(inner: &Inner, puts: &[(usize, RecordPut)]) -> Result<Vec<Doc>>
                 data: p.data.clone(),
             })
         })
-        .collect()
+        .collect())
 }
 
 /// Shallow merge, done in Rust (to keep the stored key order) and written back only if the
