@@ -682,20 +682,20 @@ class KV {
 
 // ---- records ----
 
-/** The documents of a find page, which comes as one flat array, five values a document
- * (`json::doc_page` in src/napi/json.rs: a quarter less text to parse than objects with their
- * keys); the objects are built here, all with one shape. */
+/** The documents of a find page, which comes as one flat array: the page's distinct times, then
+ * five values a document with its times as indexes into them (`json::doc_page` in
+ * src/napi/json.rs: less text to parse than objects with their keys, each time parsed once);
+ * the objects are built here, all with one shape. */
 function docsOfPage(text) {
   const flat = JSON.parse(text)
-  const docs = new Array(flat.length / 5)
-  for (let i = 0, j = 0; j < flat.length; i++, j += 5) {
-    docs[i] = { id: flat[j], version: flat[j + 1], createdAt: flat[j + 2], updatedAt: flat[j + 3], data: flat[j + 4] }
+  const times = flat[0]
+  const docs = new Array((flat.length - 1) / 5)
+  for (let i = 0, j = 1; j < flat.length; i++, j += 5) {
+    docs[i] = { id: flat[j], version: flat[j + 1], createdAt: times[flat[j + 2]], updatedAt: times[flat[j + 3]], data: flat[j + 4] }
   }
   return docs
 }
 
-/** The `records.put` calls of one tick, sent to the native layer as one call where the backend
- * writes them together (Postgres: one statement for the plain puts, see `recPutBatch`). */
 class RecordPuts {
   #n
   #pending = []
