@@ -76,6 +76,15 @@ function fromErrorBody(body) {
   return fail(body.code, body.message)
 }
 
+/** Settles each call of a batch with its entry in the native reply: `{ ok }` or `{ err }`. */
+function settleEach(batch, results) {
+  batch.forEach((call, i) => {
+    const r = results[i]
+    if (r.ok) call.resolve(r.ok)
+    else call.reject(fromErrorBody(r.err))
+  })
+}
+
 /** Runs `fn`, rejecting with a PersistError whatever it throws. */
 async function guard(fn) {
   try {
@@ -462,11 +471,7 @@ class KV {
       for (const op of batch) op.reject(e)
       return
     }
-    batch.forEach((op, i) => {
-      const r = results[i]
-      if (r.ok) op.resolve(r.ok)
-      else op.reject(fromErrorBody(r.err))
-    })
+    settleEach(batch, results)
   }
 
   /** One entry or null; answered on this thread when the backend can (no thread hop), else
@@ -743,11 +748,7 @@ class RecordPuts {
       for (const p of batch) p.reject(e)
       return
     }
-    batch.forEach((p, i) => {
-      const r = results[i]
-      if (r.ok) p.resolve(r.ok)
-      else p.reject(fromErrorBody(r.err))
-    })
+    settleEach(batch, results)
   }
 }
 

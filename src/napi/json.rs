@@ -198,7 +198,11 @@ mod tests {
     #[test]
     fn a_page_lists_each_time_once() {
         assert_eq!(doc_page(&[]), "[[]]");
-        let page = doc_page(&[doc("x", "T1", "T1"), doc("y\"", "T2", "T1"), doc("z", "T1", "T3")]);
+        let page = doc_page(&[
+            doc("x", "T1", "T1"),
+            doc("y\"", "T2", "T1"),
+            doc("z", "T1", "T3"),
+        ]);
         assert_eq!(
             page,
             r#"[["T1","T2","T3"],"x",2,0,0,{"a":1},"y\"",2,1,0,{"a":1},"z",2,0,2,{"a":1}]"#

@@ -516,18 +516,7 @@ impl NativeStore {
         for (i, e) in invalid {
             results.insert(i, Err(e));
         }
-        Ok(json::array(&results, |out, r| match r {
-            Ok(doc) => {
-                out.push_str("{\"ok\":");
-                json::doc(out, doc);
-                out.push('}');
-            }
-            Err(e) => {
-                out.push_str("{\"err\":");
-                json::error_body(out, e);
-                out.push('}');
-            }
-        }))
+        Ok(results_json(&results, json::doc))
     }
 
     /// `recGet` answered on the JS thread: null = take the async path, "" = absent, else the
@@ -1015,10 +1004,16 @@ fn parse_set_batch(ops: &str) -> Result<Vec<KvSetRequest>> {
 
 /// Per set, `{"ok": entry}` or `{"err": {code, message, causeRef}}`.
 fn set_results_json(results: &[CoreResult<crate::model::KvEntry>]) -> String {
+    results_json(results, json::kv_entry)
+}
+
+/// Per operation of a batch, `{"ok": …}` (written by `ok`) or `{"err": {code, message,
+/// causeRef}}`.
+fn results_json<T>(results: &[CoreResult<T>], ok: fn(&mut String, &T)) -> String {
     json::array(results, |out, r| match r {
-        Ok(entry) => {
+        Ok(value) => {
             out.push_str("{\"ok\":");
-            json::kv_entry(out, entry);
+            ok(out, value);
             out.push('}');
         }
         Err(e) => {

@@ -804,15 +804,29 @@ async fn set_each(inner: &Inner, sets: Vec<KvSet>) -> Vec<Result<KvEntry>> {
         };
         at.into_iter().zip(results).collect::<Vec<_>>()
     };
-    let ordered = futures::future::join_all(chains.into_values().map(|chain| async move {
+    beside_chains(grouped, chains.into_values(), |set| kv::set(inner, set)).await
+}
+
+/// The results of a batch, one per operation by position: `grouped` runs some of them together
+/// (yielding each result with its position), beside chains of the others, each chain run one
+/// after another in order (the operations on one key), the chains side by side.
+pub(crate) async fn beside_chains<T, R, Fut>(
+    grouped: impl std::future::Future<Output = Vec<(usize, R)>>,
+    chains: impl IntoIterator<Item = Vec<(usize, T)>>,
+    run: impl Fn(T) -> Fut,
+) -> Vec<R>
+where
+    Fut: std::future::Future<Output = R>,
+{
+    let run = &run;
+    let ordered = futures::future::join_all(chains.into_iter().map(|chain| async move {
         let mut out = Vec::with_capacity(chain.len());
-        for (i, set) in chain {
-            out.push((i, kv::set(inner, set).await));
+        for (i, item) in chain {
+            out.push((i, run(item).await));
         }
         out
     }));
-    let (grouped, ordered) = futures::future::join(grouped, ordered).await;
-    let mut out: Vec<(usize, Result<KvEntry>)> = grouped;
+    let (mut out, ordered) = futures::future::join(grouped, ordered).await;
     out.extend(ordered.into_iter().flatten());
     out.sort_by_key(|(i, _)| *i);
     out.into_iter().map(|(_, r)| r).collect()

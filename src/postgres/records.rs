@@ -9,7 +9,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use super::query_sql::{self, number_placeholders, SqlFragment};
-use super::{pg_err, read, write, Inner, LOCK_CLASS};
+use super::{beside_chains, pg_err, read, write, Inner, LOCK_CLASS};
 use crate::clock::{iso8601, now_ms};
 use crate::error::{ErrorCode, PersistError, Result};
 use crate::model::{Doc, FindCursor, IfVersion, RecordPut};
@@ -217,18 +217,10 @@ pub async fn put_each(inner: &Inner, puts: Vec<RecordPut>) -> Vec<Result<Doc>> {
             }
         }
     };
-    let ordered = futures::future::join_all(chains.into_values().map(|chain| async move {
-        let mut out = Vec::with_capacity(chain.len());
-        for (i, p) in chain {
-            out.push((i, put(inner, p.coll, p.id, p.data, p.if_version).await));
-        }
-        out
-    }));
-    let (grouped, ordered) = futures::future::join(grouped, ordered).await;
-    let mut out: Vec<(usize, Result<Doc>)> = grouped;
-    out.extend(ordered.into_iter().flatten());
-    out.sort_by_key(|(i, _)| *i);
-    out.into_iter().map(|(_, r)| r).collect()
+    beside_chains(grouped, chains.into_values(), |p: RecordPut| {
+        put(inner, p.coll, p.id, p.data, p.if_version)
+    })
+    .await
 }
 
 /// Plain puts of distinct ids in one statement; Err when the statement failed (nothing
