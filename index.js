@@ -701,6 +701,9 @@ function docsOfPage(text) {
   return docs
 }
 
+/** The `records.put` calls of one tick, sent to the native layer as one call where the backend
+ * writes them together (`recPutsBatched`; Postgres: one statement for the plain ones, see
+ * `records::put_each`). A tick with one put sends it alone, as before. */
 class RecordPuts {
   #n
   #pending = []
@@ -1267,7 +1270,7 @@ class Store {
 
   close() {
     return guard(async () => {
-      // Let calls batched in this tick (kv sets and gets) reach the core before close does.
+      // Let calls batched in this tick (kv sets and gets, record puts) reach the core before close does.
       await null
       for (const stop of [...this.#subscriptions]) stop()
       await this.#n.close()

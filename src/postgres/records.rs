@@ -29,10 +29,10 @@ fn doc_from_row(r: &Row) -> Doc {
 }
 
 /// The `jsonb` copy of a document, when it must differ from the raw text: `jsonb` cannot hold
-/// U+0000 nor a lone UTF-16 surrogate (which JS strings may carry and `JSON.stringify` writes as
-/// `\ud800`), so those escapes are indexed as U+FFFD. The raw text is kept exactly; queries that
-/// mention U+0000 are answered in Rust from it (a query cannot hold a lone surrogate: it is not
-/// valid JSON for the query parser, on every backend).
+/// U+0000, so that escape is indexed as U+FFFD. The raw text is kept exactly; queries that
+/// mention U+0000 are answered in Rust from it. A lone UTF-16 surrogate escape (`\ud800`), which
+/// `jsonb` refuses too, is replaced the same way: index.js refuses such values before they get
+/// here, and this keeps any other caller's document from failing its whole statement.
 fn doc_text(raw: &str) -> Option<String> {
     if !raw.contains("\\u") {
         return None;
