@@ -183,6 +183,7 @@ await conformance("records", (a) => {
     calls.push(col.put("cond", { v: 2 }, { ifVersion: 1 }));
     calls.push(col.put("", { bad: "id" }));
     calls.push(col.put("p99", [1, 2]));
+    calls.push(col.put("p98", { v: 1 }, { ifVersion: 1.5 }));
     calls.push(other.put("p01", { other: true }));
     const settled = await Promise.allSettled(calls);
     for (let k = 0; k < n; k++) {
@@ -194,7 +195,7 @@ await conformance("records", (a) => {
       if (i !== 7) assert.equal(d.version, 1);
       assertIsoUtc(d.createdAt);
     }
-    const [again, failed, passed, badId, badDoc, inOther] = settled.slice(n);
+    const [again, failed, passed, badId, badDoc, badVersion, inOther] = settled.slice(n);
     // Two puts of p07 in one tick: one applies after the other (which one first is not promised
     // where puts run concurrently); the record is the one at version 2.
     assert.equal(again.status, "fulfilled");
@@ -208,11 +209,13 @@ await conformance("records", (a) => {
     assert.equal(passed.value.version, 2);
     assert.equal(badId.reason?.code, "INVALID_ARGUMENT");
     assert.equal(badDoc.reason?.code, "INVALID_VALUE");
+    assert.equal(badVersion.reason?.code, "INVALID_ARGUMENT");
     assert.equal(inOther.value?.version, 1);
     assert.equal(await col.count(), n + 1);
     assert.deepEqual(await col.get("p07"), last7);
     assert.deepEqual((await col.get("cond")).data, { v: 2 });
     assert.equal(await col.get("p99"), undefined);
+    assert.equal(await col.get("p98"), undefined);
     assert.deepEqual((await other.get("p01")).data, { other: true });
     assert.deepEqual((await col.get("p01")).data, { i: 1, text: "doc 1" });
     // And again, all at once: every one moves to version 2 (p07 to 3), createdAt kept.

@@ -337,10 +337,15 @@ impl Store {
         Ok(())
     }
 
+    /// The checks of a record write: the names, and a document that is a JSON object.
+    fn check_write(coll: &str, id: Option<&str>, data: &str) -> Result<()> {
+        Self::check_record(coll, id)?;
+        validate::document(data)
+    }
+
     pub async fn rec_insert(&self, coll: String, data: String, id: Option<String>) -> Result<Doc> {
         let backend = self.open_backend()?;
-        Self::check_record(&coll, id.as_deref())?;
-        validate::document(&data)?;
+        Self::check_write(&coll, id.as_deref(), &data)?;
         backend
             .rec_insert(coll, id.unwrap_or_else(new_id), data)
             .await
@@ -354,8 +359,7 @@ impl Store {
         if_version: IfVersion<u64>,
     ) -> Result<Doc> {
         let backend = self.open_backend()?;
-        Self::check_record(&coll, Some(&id))?;
-        validate::document(&data)?;
+        Self::check_write(&coll, Some(&id), &data)?;
         backend.rec_put(coll, id, data, if_version).await
     }
 
@@ -365,22 +369,13 @@ impl Store {
     }
 
     /// Puts issued together (the binding batches the puts of one tick); one result per put,
-    /// in order, each failing alone (an invalid one without reaching the backend).
-    pub async fn rec_put_each(&self, puts: Vec<RecordPut>) -> Result<Vec<Result<Doc>>> {
+    /// in order, each failing alone: an invalid one (or one the binding could not convert,
+    /// given as its error) without reaching the backend.
+    pub async fn rec_put_each(&self, puts: Vec<Result<RecordPut>>) -> Result<Vec<Result<Doc>>> {
         let backend = self.open_backend()?;
-        let mut checked = Vec::with_capacity(puts.len());
-        let mut valid = Vec::with_capacity(puts.len());
-        for put in puts {
-            match Self::check_record(&put.coll, Some(&put.id))
-                .and_then(|()| validate::document(&put.data))
-            {
-                Ok(()) => {
-                    checked.push(None);
-                    valid.push(put);
-                }
-                Err(e) => checked.push(Some(Err(e))),
-            }
-        }
+        let (checked, valid) = split_checked(puts.into_iter().map(|put| {
+            put.and_then(|p| Self::check_write(&p.coll, Some(&p.id), &p.data).map(|()| p))
+        }));
         let done = if valid.is_empty() {
             Vec::new()
         } else {
@@ -704,21 +699,31 @@ pub enum SetsDone {
     Later(LaterSets),
 }
 
-/// Validates each set on its own: the ones that pass, and per set a slot that is None for those
-/// (filled by `merge_results`) or the set's own error.
+/// Validates each set on its own (see `split_checked`).
 fn check_sets(sets: Vec<KvSetRequest>) -> (Vec<Option<Result<KvEntry>>>, Vec<KvSet>) {
-    let mut results = Vec::with_capacity(sets.len());
-    let mut valid = Vec::with_capacity(sets.len());
-    for (key, value, ttl, cond) in sets {
-        match kv_set_checked(key, value, ttl, cond) {
-            Ok(set) => {
-                results.push(None);
-                valid.push(set);
+    split_checked(
+        sets.into_iter()
+            .map(|(key, value, ttl, cond)| kv_set_checked(key, value, ttl, cond)),
+    )
+}
+
+/// The items of a batch that passed their checks, and per item a slot that is None for those
+/// (filled by `merge_results`) or the item's own error.
+fn split_checked<T, R>(
+    checked: impl ExactSizeIterator<Item = Result<T>>,
+) -> (Vec<Option<Result<R>>>, Vec<T>) {
+    let mut slots = Vec::with_capacity(checked.len());
+    let mut valid = Vec::with_capacity(checked.len());
+    for item in checked {
+        match item {
+            Ok(item) => {
+                slots.push(None);
+                valid.push(item);
             }
-            Err(e) => results.push(Some(Err(e))),
+            Err(e) => slots.push(Some(Err(e))),
         }
     }
-    (results, valid)
+    (slots, valid)
 }
 
 /// Fills the slots of the sets (or puts) that passed validation (None) with the backend's results, in order.

@@ -493,29 +493,22 @@ impl NativeStore {
             )));
         }
         // A bad ifVersion fails its put alone, like any other invalid put of the batch.
-        let mut invalid = Vec::new();
-        let mut puts = Vec::with_capacity(n);
-        let each = colls
+        let puts = colls
             .into_iter()
             .zip(ids)
             .zip(datas)
             .zip(if_versions)
-            .zip(if_absents);
-        for (i, ((((coll, id), data), if_version), if_absent)) in each.enumerate() {
-            match record_version(if_version) {
-                Ok(v) => puts.push(RecordPut {
+            .zip(if_absents)
+            .map(|((((coll, id), data), if_version), if_absent)| {
+                record_version(if_version).map(|v| RecordPut {
                     coll,
                     id,
                     data,
                     if_version: condition(if_absent, v),
-                }),
-                Err(e) => invalid.push((i, e)),
-            }
-        }
-        let mut results = self.store.rec_put_each(puts).await.js()?;
-        for (i, e) in invalid {
-            results.insert(i, Err(e));
-        }
+                })
+            })
+            .collect();
+        let results = self.store.rec_put_each(puts).await.js()?;
         Ok(results_json(&results, json::doc))
     }
 
