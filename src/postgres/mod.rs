@@ -266,8 +266,15 @@ pub(crate) struct Inner {
 /// is older than [`INDEXED_FIELDS_TTL`]; a stale set only means a query in the other form
 /// (same results, another plan).
 struct IndexedFields {
-    hashes: Arc<HashSet<u64>>,
+    hashes: Arc<FieldIndexes>,
     read_at: Option<std::time::Instant>,
+}
+
+/// The fields (by [`records::index_hash`]) with our value index, and with our numeric one.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FieldIndexes {
+    pub value: HashSet<u64>,
+    pub numeric: HashSet<u64>,
 }
 
 const INDEXED_FIELDS_TTL: Duration = Duration::from_secs(2);
@@ -542,7 +549,7 @@ impl Inner {
     }
 
     /// The fields with expression indexes (see [`IndexedFields`]).
-    pub(crate) async fn indexed_fields(&self) -> Arc<HashSet<u64>> {
+    pub(crate) async fn indexed_fields(&self) -> Arc<FieldIndexes> {
         {
             let known = lock(&self.indexed);
             if known
@@ -565,7 +572,7 @@ impl Inner {
         }
     }
 
-    async fn read_indexed_fields(&self) -> Result<HashSet<u64>> {
+    async fn read_indexed_fields(&self) -> Result<FieldIndexes> {
         let c = self.client().await?;
         let stmt = c
             .prepare_cached(
@@ -575,17 +582,24 @@ impl Inner {
             .await
             .map_err(pg_err)?;
         let rows = c.query(&stmt, &[]).await.map_err(pg_err)?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| records::value_index_hash(r.get(0)))
-            .collect())
+        let mut found = FieldIndexes::default();
+        for row in &rows {
+            let name: &str = row.get(0);
+            if let Some(hash) = records::value_index_hash(name) {
+                found.value.insert(hash);
+            } else if let Some(hash) = records::numeric_index_hash(name) {
+                found.numeric.insert(hash);
+            }
+        }
+        Ok(found)
     }
 
     /// An index this process just made counts at once, without waiting for the next read.
     pub(crate) fn note_indexed(&self, hash: u64) {
         let mut known = lock(&self.indexed);
         let mut hashes = (*known.hashes).clone();
-        hashes.insert(hash);
+        hashes.value.insert(hash);
+        hashes.numeric.insert(hash);
         known.hashes = Arc::new(hashes);
     }
 
@@ -713,7 +727,7 @@ impl PostgresBackend {
                 listening: Mutex::new(false),
                 stats: RecordStats::new(),
                 indexed: Mutex::new(IndexedFields {
-                    hashes: Arc::new(HashSet::new()),
+                    hashes: Arc::new(FieldIndexes::default()),
                     read_at: None,
                 }),
             }),

@@ -382,7 +382,12 @@ async fn query_records(
 /// The [`query_sql::Form`] of a query, from the fields that have our indexes.
 async fn query_form(inner: &Inner, filter: Option<&Filter>, order: &[SortKey]) -> query_sql::Form {
     let indexed = inner.indexed_fields().await;
-    query_sql::form_for(filter, order, |p| indexed.contains(&index_hash(p)))
+    query_sql::form_for(
+        filter,
+        order,
+        |p| indexed.value.contains(&index_hash(p)),
+        |p| indexed.numeric.contains(&index_hash(p)),
+    )
 }
 
 pub async fn find_page(
@@ -394,11 +399,11 @@ pub async fn find_page(
     limit: usize,
 ) -> Result<Vec<Doc>> {
     let form = query_form(inner, filter.as_ref(), &order).await;
-    let where_part = filter.as_ref().map(|f| query_sql::where_sql(f, form));
+    let where_part = filter.as_ref().map(|f| query_sql::where_sql(f, &form));
     let after_part = after
         .as_ref()
         .map(|a| query_sql::after_sql(&order, &a.id, &a.data));
-    let order_part = query_sql::order_by_sql_for(&order, filter.as_ref(), form);
+    let order_part = query_sql::order_by_sql_for(&order, filter.as_ref(), &form);
     if matches!(where_part, Some(None)) || matches!(after_part, Some(None)) || order_part.is_none()
     {
         return find_page_in_rust(
@@ -477,7 +482,7 @@ async fn scan_matching(
 
 pub async fn count(inner: &Inner, coll: String, filter: Option<Filter>) -> Result<u64> {
     let form = query_form(inner, filter.as_ref(), &[]).await;
-    let part = match filter.as_ref().map(|f| query_sql::where_sql(f, form)) {
+    let part = match filter.as_ref().map(|f| query_sql::where_sql(f, &form)) {
         Some(None) => {
             return Ok(scan_matching(inner, &coll, filter.as_ref(), None)
                 .await?
@@ -509,10 +514,12 @@ pub async fn ensure_index(inner: &Inner, path: FieldPath) -> Result<()> {
     }
     let value = query_sql::value_expr(&path).sql;
     let text = query_sql::text_expr(&path).sql;
+    let numeric = query_sql::numeric_expr(&path).sql;
     let hash = index_hash(&path);
     let sql = format!(
         "CREATE INDEX IF NOT EXISTS {VALUE_INDEX}{hash:016x} ON persist_records (store_id, coll, {value}, id);
-         CREATE INDEX IF NOT EXISTS persist_rixt_{hash:016x} ON persist_records (store_id, coll, {text}, id);"
+         CREATE INDEX IF NOT EXISTS persist_rixt_{hash:016x} ON persist_records (store_id, coll, {text}, id);
+         CREATE INDEX IF NOT EXISTS {NUMERIC_INDEX}{hash:016x} ON persist_records (store_id, coll, {numeric}, id);"
     );
     write!(inner, c => {
         c.batch_execute("BEGIN").await.map_err(pg_err)?;
@@ -539,6 +546,9 @@ pub async fn ensure_index(inner: &Inner, path: FieldPath) -> Result<()> {
 
 /// The name prefix of a field's value index; the name ends in [`index_hash`] as 16 hex digits.
 const VALUE_INDEX: &str = "persist_rixv_";
+/// The same for its numeric index ([`query_sql::numeric_expr`]; databases indexed before it
+/// existed have the other two only, until `ensureIndex` runs again).
+const NUMERIC_INDEX: &str = "persist_rixn_";
 
 /// The name suffix of a field's expression indexes.
 pub(crate) fn index_hash(path: &FieldPath) -> u64 {
@@ -548,6 +558,11 @@ pub(crate) fn index_hash(path: &FieldPath) -> u64 {
 /// The field hash of an index name, if it names one of our value indexes.
 pub(crate) fn value_index_hash(name: &str) -> Option<u64> {
     u64::from_str_radix(name.strip_prefix(VALUE_INDEX)?, 16).ok()
+}
+
+/// The field hash of an index name, if it names one of our numeric indexes.
+pub(crate) fn numeric_index_hash(name: &str) -> Option<u64> {
+    u64::from_str_radix(name.strip_prefix(NUMERIC_INDEX)?, 16).ok()
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
