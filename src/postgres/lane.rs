@@ -355,8 +355,9 @@ impl AnswerWait {
             events: libc::POLLIN,
             revents: 0,
         };
-        // SAFETY: one valid pollfd, zero timeout; the fd stays open while the runtime lives
-        // (the connection task that owns the socket is on this runtime).
+        // SAFETY: one valid pollfd, zero timeout. The socket belongs to the connection task on
+        // this runtime; should it be closed (or its number reused) by the time this runs, poll
+        // reports POLLNVAL or some readiness, which only ends the spin early.
         while unsafe { libc::poll(&mut pfd, 1, 0) } == 0 && self.now_ns() < until {
             std::hint::spin_loop();
         }
