@@ -247,6 +247,13 @@ pub(crate) struct Inner {
     /// the running read instead of sending the same query a second time (a slow query would
     /// otherwise run twice).
     parked: Mutex<Vec<(String, std::time::Instant, ParkedRead)>>,
+    /// Reads (by key) that ran past the lane's budget, with how many of their next asks go
+    /// straight to the pool ([`SLOW_SKIPS`]; then the lane is tried again). Such a read held the
+    /// JS thread for the whole budget and then paid the helper thread and two more hand-offs:
+    /// the bench's unindexed query (28.7 ms on the server) took 29.4 ms a call through the lane
+    /// against `pg`'s 27.8. Counted in asks, not time, so that one slow run of a quick read (a
+    /// hiccup of the VM) costs it a few calls through the pool, not seconds of them.
+    slow: Mutex<SlowReads>,
     store_id: i32,
     schema: String,
     pg_config: tokio_postgres::Config,
@@ -358,6 +365,43 @@ type ParkedRead = tokio::sync::oneshot::Receiver<Result<LaneAnswer>>;
 const MAX_PARKED: usize = 16;
 const PARKED_FOR: Duration = Duration::from_secs(5);
 
+/// How many asks of a read that ran past the lane's budget skip the lane, and how many such
+/// reads are remembered.
+const SLOW_SKIPS: u32 = 8;
+const MAX_SLOW: usize = 32;
+
+/// The reads (by key) that ran past the lane's budget, each with the asks it still skips the
+/// lane for (see `Inner::slow`).
+#[derive(Debug, Default)]
+struct SlowReads(Vec<(String, u32)>);
+
+impl SlowReads {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether this ask of `key` skips the lane (counting it).
+    fn skip(&mut self, key: &str) -> bool {
+        let Some(at) = self.0.iter().position(|(k, _)| k == key) else {
+            return false;
+        };
+        self.0[at].1 -= 1;
+        if self.0[at].1 == 0 {
+            self.0.remove(at);
+        }
+        true
+    }
+
+    /// `key` ran past the budget: its next [`SLOW_SKIPS`] asks skip the lane.
+    fn note(&mut self, key: String) {
+        self.0.retain(|(k, _)| *k != key);
+        if self.0.len() >= MAX_SLOW {
+            self.0.remove(0);
+        }
+        self.0.push((key, SLOW_SKIPS));
+    }
+}
+
 /// Keeps the planner's statistics of `persist_records` fresh after bulk writes. Until a table
 /// is first analyzed the planner takes it for nearly empty, and autovacuum analyzes it only
 /// on its next round (a minute apart by default): a query right after loading 100,000 records
@@ -457,12 +501,26 @@ impl Inner {
     where
         Fut: std::future::Future<Output = Result<T>> + Send + 'static,
     {
+        // The key is only made when some read is known slow (or this one is parked).
+        let mut key = Some(key);
+        let mut known_key: Option<String> = None;
+        {
+            let mut slow = lock(&self.slow);
+            if !slow.is_empty() {
+                let k = known_key.insert(key.take().map(|f| f()).unwrap_or_default());
+                if slow.skip(k) {
+                    return None;
+                }
+            }
+        }
         let ticket = self.lane_ticket()?;
         let read = read(Arc::clone(self));
         match ticket.run(async move { read.await.map(T::wrap) }) {
             LaneRun::Done(answer) => answer.map(T::unwrap).transpose(),
             LaneRun::Pending(rx) => {
-                self.park(key(), rx);
+                let key = known_key.unwrap_or_else(|| key.take().map(|f| f()).unwrap_or_default());
+                lock(&self.slow).note(key.clone());
+                self.park(key, rx);
                 None
             }
         }
@@ -717,6 +775,7 @@ impl PostgresBackend {
                 lane,
                 runtime: tokio::runtime::Handle::current(),
                 parked: Mutex::new(Vec::new()),
+                slow: Mutex::new(SlowReads::default()),
                 store_id,
                 schema: cfg.schema,
                 pg_config,
@@ -1209,5 +1268,36 @@ impl Backend for PostgresBackend {
             lane.close();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{SlowReads, MAX_SLOW, SLOW_SKIPS};
+
+    #[test]
+    fn a_slow_read_skips_the_lane_for_a_few_asks_then_tries_it_again() {
+        let mut slow = SlowReads::default();
+        assert!(slow.is_empty() && !slow.skip("q"));
+        slow.note("q".into());
+        assert!(!slow.skip("other"));
+        for _ in 0..SLOW_SKIPS {
+            assert!(slow.skip("q"));
+        }
+        assert!(!slow.skip("q"), "the lane is tried again");
+        assert!(slow.is_empty());
+        // Noted again while remembered: the count starts over, one entry.
+        slow.note("q".into());
+        slow.skip("q");
+        slow.note("q".into());
+        assert_eq!(slow.0.len(), 1);
+        assert_eq!(slow.0[0].1, SLOW_SKIPS);
+        // Bounded: the oldest is let go.
+        for i in 0..MAX_SLOW {
+            slow.note(format!("k{i}"));
+        }
+        assert_eq!(slow.0.len(), MAX_SLOW);
+        assert!(!slow.skip("q"));
+        assert!(slow.skip("k0") && slow.skip(&format!("k{}", MAX_SLOW - 1)));
     }
 }
