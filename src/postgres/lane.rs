@@ -25,7 +25,7 @@
 
 use std::future::Future;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -322,7 +322,7 @@ fn connect(config: &tokio_postgres::Config, timeout: Duration) -> Result<LaneCon
 #[derive(Default)]
 struct AnswerWait {
     /// The connection's socket (-1 until connected).
-    fd: std::sync::atomic::AtomicI32,
+    fd: AtomicI32,
     /// Average time from a park to its wake-up, in ns (exponentially weighted).
     average_ns: AtomicU64,
     /// When the runtime last went to park (ns since `epoch`).

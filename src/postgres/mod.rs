@@ -495,30 +495,31 @@ impl Inner {
     /// binding makes next). `read` is only made once the lane has taken the call.
     fn lane_read<T: Answer, Fut>(
         self: &Arc<Self>,
-        key: impl FnOnce() -> String,
+        key: impl Fn() -> String,
         read: impl FnOnce(Arc<Inner>) -> Fut,
     ) -> Option<Result<T>>
     where
         Fut: std::future::Future<Output = Result<T>> + Send + 'static,
     {
         // The key is only made when some read is known slow (or this one is parked).
-        let mut key = Some(key);
-        let mut known_key: Option<String> = None;
-        {
+        let known_key = {
             let mut slow = lock(&self.slow);
-            if !slow.is_empty() {
-                let k = known_key.insert(key.take().map(|f| f()).unwrap_or_default());
-                if slow.skip(k) {
+            if slow.is_empty() {
+                None
+            } else {
+                let k = key();
+                if slow.skip(&k) {
                     return None;
                 }
+                Some(k)
             }
-        }
+        };
         let ticket = self.lane_ticket()?;
         let read = read(Arc::clone(self));
         match ticket.run(async move { read.await.map(T::wrap) }) {
             LaneRun::Done(answer) => answer.map(T::unwrap).transpose(),
             LaneRun::Pending(rx) => {
-                let key = known_key.unwrap_or_else(|| key.take().map(|f| f()).unwrap_or_default());
+                let key = known_key.unwrap_or_else(key);
                 lock(&self.slow).note(key.clone());
                 self.park(key, rx);
                 None

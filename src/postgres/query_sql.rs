@@ -236,8 +236,8 @@ pub fn value_expr(path: &FieldPath) -> SqlFragment {
 /// (see [`Form::Index`]).
 pub fn numeric_expr(path: &FieldPath) -> SqlFragment {
     let mut f = SqlFragment::new();
-    f.s("(CASE WHEN jsonb_typeof")
-        .value(path)
+    f.s("(CASE WHEN ")
+        .json_type(path)
         .s(" = 'number' THEN ")
         .value(path)
         .s("::numeric END)");
@@ -554,39 +554,30 @@ pub fn form_for(
     indexed: impl Fn(&FieldPath) -> bool,
     numeric: impl Fn(&FieldPath) -> bool,
 ) -> Form {
-    fn mentions(f: &Filter, indexed: &dyn Fn(&FieldPath) -> bool) -> bool {
+    /// Every path the filter's conditions name, in order.
+    fn cond_paths<'a>(f: &'a Filter, out: &mut Vec<&'a FieldPath>) {
         match f {
-            Filter::And(subs) | Filter::Or(subs) => subs.iter().any(|s| mentions(s, indexed)),
-            Filter::Not(sub) => mentions(sub, indexed),
-            Filter::Cond { path, .. } => indexed(path),
+            Filter::And(subs) | Filter::Or(subs) => subs.iter().for_each(|s| cond_paths(s, out)),
+            Filter::Not(sub) => cond_paths(sub, out),
+            Filter::Cond { path, .. } => out.push(path),
         }
     }
-    fn numeric_paths(f: &Filter, numeric: &dyn Fn(&FieldPath) -> bool, out: &mut Vec<FieldPath>) {
-        match f {
-            Filter::And(subs) | Filter::Or(subs) => {
-                subs.iter().for_each(|s| numeric_paths(s, numeric, out))
-            }
-            Filter::Not(sub) => numeric_paths(sub, numeric, out),
-            Filter::Cond { path, .. } => {
-                if numeric(path) && !out.contains(path) {
-                    out.push(path.clone());
-                }
-            }
+    let mut paths = Vec::new();
+    if let Some(f) = filter {
+        cond_paths(f, &mut paths);
+    }
+    paths.extend(order.iter().map(|k| &k.path));
+    if !paths.iter().any(|p| indexed(p)) {
+        return Form::Scan;
+    }
+    let mut numeric_paths: Vec<FieldPath> = Vec::new();
+    for p in paths {
+        if numeric(p) && !numeric_paths.contains(p) {
+            numeric_paths.push(p.clone());
         }
     }
-    if order.iter().any(|k| indexed(&k.path)) || filter.is_some_and(|f| mentions(f, &indexed)) {
-        let mut paths = Vec::new();
-        if let Some(f) = filter {
-            numeric_paths(f, &numeric, &mut paths);
-        }
-        for key in order {
-            if numeric(&key.path) && !paths.contains(&key.path) {
-                paths.push(key.path.clone());
-            }
-        }
-        Form::Index { numeric: paths }
-    } else {
-        Form::Scan
+    Form::Index {
+        numeric: numeric_paths,
     }
 }
 
