@@ -5,12 +5,9 @@
 //! start at once. Rows are keyed by a per-name `store_id` (`persist_stores`), so stores with
 //! different names share the tables without seeing each other's data.
 //!
-//! Records are kept as `doc` (`jsonb`, which every query and expression index reads) and
-//! `key_order` (the document's top-level member order, which `jsonb` sorts), so a read gives
-//! the JSON text back with its keys in the order written; the few documents `jsonb` cannot give
-//! back (a nested object out of `jsonb`'s order, an exponent, U+0000, a duplicate key) keep
-//! their text in `raw` as well (`doc_form`). Connections set `search_path` to the schema, so
-//! statements name tables and functions unqualified.
+//! Records keep two copies of the data: `raw` (the JSON text exactly as given, returned to the
+//! user so key order is preserved) and `doc` (`jsonb`, which every query and expression index
+//! reads). Connections set `search_path` to the schema, so statements name tables unqualified.
 //!
 //! Faults: a failure to get a connection (server down, restarting, refusing) is retried with
 //! backoff for up to [`ACQUIRE_PATIENCE`], since nothing was sent; a read that loses its
@@ -22,7 +19,6 @@
 //! run on it from the calling thread, without a thread hop.
 
 mod blobs;
-mod doc_form;
 mod events;
 mod kv;
 mod lane;
@@ -99,27 +95,6 @@ ALTER TABLE persist_records
     USING (extract(epoch FROM updated_at::timestamptz) * 1000)::bigint;
 ALTER TABLE persist_records RENAME COLUMN created_at TO created_ms;
 ALTER TABLE persist_records RENAME COLUMN updated_at TO updated_ms;
-"#,
-    // 3: documents that `jsonb` gives back (`doc_form`) keep no `raw` text, only the top-level
-    // key order: the bench's rows shrink from 250 to about 170 bytes, which every scan of a
-    // collection reads. Rows written before keep their text. `persist_compact` prints a `jsonb`
-    // array or object as minified JSON, in `jsonb`'s member order: how queries compare the
-    // nested values of rows without `raw` (their nested objects are in that order).
-    r#"
-ALTER TABLE persist_records ALTER COLUMN raw DROP NOT NULL, ADD COLUMN key_order BYTEA;
-CREATE OR REPLACE FUNCTION persist_compact(j jsonb) RETURNS text
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
-BEGIN
-  RETURN CASE jsonb_typeof(j)
-    WHEN 'object' THEN '{' || COALESCE((
-      SELECT string_agg(to_json(e.key)::text || ':' || persist_compact(e.value), ',' ORDER BY e.n)
-      FROM jsonb_each(j) WITH ORDINALITY AS e(key, value, n)), '') || '}'
-    WHEN 'array' THEN '[' || COALESCE((
-      SELECT string_agg(persist_compact(a.value), ',' ORDER BY a.n)
-      FROM jsonb_array_elements(j) WITH ORDINALITY AS a(value, n)), '') || ']'
-    ELSE j::text
-  END;
-END $$;
 "#,
 ];
 

@@ -11,9 +11,7 @@
 //! `jsonb_typeof` of it gives the type, and every comparison is paired with a type check.
 //! Within a type: numbers and booleans compare as `jsonb` (numeric, exact; false < true);
 //! strings as `text COLLATE "C"` (byte order = code point order); arrays and objects sort by
-//! their minified JSON text: the `raw` column's (cast to `json`, which keeps the original
-//! text) where the row has one, else `persist_compact(doc -> …)`, which is the same text for
-//! the documents stored without `raw` (see `doc_form`).
+//! their JSON text as stored (the `raw` column cast to `json`, which keeps the original text).
 //!
 //! Fragments use `?` placeholders (each a [`SqlParam`]: text, or JSON bound as `jsonb`);
 //! [`number_placeholders`] turns them into `$n`. Only `[A-Za-z0-9_]` labels are inlined, so no
@@ -260,21 +258,15 @@ pub fn text_expr(path: &FieldPath) -> SqlFragment {
     f
 }
 
-/// The value's JSON text as the user wrote it: `(raw::json -> 'a' -> 'b')::text`, or for a
-/// row without `raw`, `persist_compact(doc -> 'a' -> 'b')`.
+/// `(raw::json -> 'a' -> 'b')::text`: the value's JSON text as the user wrote it.
 fn raw_text_expr(path: &FieldPath) -> SqlFragment {
     let mut f = SqlFragment::new();
-    f.s("COALESCE((raw::json");
+    f.s("((raw::json");
     for seg in &path.segments {
         f.s(" -> ");
         label(&mut f, seg);
     }
-    f.s(")::text, persist_compact(doc");
-    for seg in &path.segments {
-        f.s(" -> ");
-        label(&mut f, seg);
-    }
-    f.s("))");
+    f.s(")::text)");
     f
 }
 

@@ -1,16 +1,13 @@
-//! `store.records` in SQL: one row per document, `doc` (jsonb, for queries and indexes) with
-//! `key_order` (the top-level member order), or beside it `raw` (the JSON text as given) when
-//! `doc` cannot give the text back (see `doc_form`); queries compiled by `query_sql`, falling
-//! back to the core's Rust evaluator for what SQL cannot express exactly.
+//! `store.records` in SQL: one row per document, `raw` (the JSON text as given) and `doc`
+//! (jsonb, for queries and indexes); queries compiled by `query_sql`, falling back to the core's
+//! Rust evaluator for what SQL cannot express exactly.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde_json::Value;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use super::doc_form::{self, Form};
 use super::query_sql::{self, number_placeholders, SqlFragment};
 use super::{beside_chains, pg_err, read, write, Inner, LOCK_CLASS};
 use crate::clock::{iso8601, now_ms};
@@ -19,51 +16,15 @@ use crate::model::{Doc, FindCursor, IfVersion, RecordPut};
 use crate::query::{compare_docs, FieldPath, Filter, SortKey};
 use crate::records::merge_patch;
 
-/// `raw` is NULL unless `doc` cannot give the text back; `doc::text` is only made when it is.
-const COLUMNS: &str = "id, version, created_ms, updated_ms, COALESCE(raw, doc::text), key_order";
+const COLUMNS: &str = "id, version, created_ms, updated_ms, raw";
 
 fn doc_from_row(r: &Row) -> Doc {
-    let text: String = r.get(4);
-    let data = match r.get::<_, Option<&[u8]>>(5) {
-        Some(order) => doc_form::restore(&text, order),
-        None => text,
-    };
     Doc {
         id: r.get(0),
         version: r.get::<_, i64>(1) as u64,
         created_at: iso8601(r.get(2)),
         updated_at: iso8601(r.get(3)),
-        data,
-    }
-}
-
-/// What a row holds for a document's text.
-struct Stored<'a> {
-    /// The text `doc` is made from.
-    jsonb: Cow<'a, str>,
-    /// The text itself, when `doc` cannot give it back.
-    raw: Option<&'a str>,
-    key_order: Option<Vec<u8>>,
-}
-
-impl<'a> Stored<'a> {
-    fn of(text: &'a str) -> Self {
-        if let Some(scrubbed) = doc_text(text) {
-            return Stored {
-                jsonb: Cow::Owned(scrubbed),
-                raw: Some(text),
-                key_order: None,
-            };
-        }
-        let (raw, key_order) = match doc_form::form_of(text) {
-            Form::Jsonb(order) => (None, order),
-            Form::Raw => (Some(text), None),
-        };
-        Stored {
-            jsonb: Cow::Borrowed(text),
-            raw,
-            key_order,
-        }
+        data: r.get(4),
     }
 }
 
@@ -122,8 +83,8 @@ pub async fn get(inner: &Inner, coll: String, id: String) -> Result<Option<Doc>>
     let store = inner.store_id();
     let row = read!(inner, c => {
         let stmt = c.prepare_cached(
-            "SELECT id, version, created_ms, updated_ms, COALESCE(raw, doc::text), key_order
-             FROM persist_records WHERE store_id = $1 AND coll = $2 AND id = $3",
+            "SELECT id, version, created_ms, updated_ms, raw FROM persist_records
+             WHERE store_id = $1 AND coll = $2 AND id = $3",
         ).await.map_err(pg_err)?;
         c.query_opt(&stmt, &[&store, &coll, &id]).await.map_err(pg_err)
     })?;
@@ -151,28 +112,25 @@ pub async fn put(
 ) -> Result<Doc> {
     let store = inner.store_id();
     let now = now_ms();
-    let stored = Stored::of(&data);
+    let scrubbed = doc_text(&data);
     let sql = match cond {
         IfVersion::Any => {
-            "INSERT INTO persist_records
-               (store_id, coll, id, doc, raw, key_order, version, created_ms, updated_ms)
-             VALUES ($1, $2, $3, $4::text::jsonb, $5, $6, 1, $7, $7)
+            "INSERT INTO persist_records (store_id, coll, id, doc, raw, version, created_ms, updated_ms)
+             VALUES ($1, $2, $3, COALESCE($5::text, $4::text)::jsonb, $4, 1, $6, $6)
              ON CONFLICT (store_id, coll, id) DO UPDATE SET doc = excluded.doc, raw = excluded.raw,
-             key_order = excluded.key_order, version = persist_records.version + 1,
-             updated_ms = excluded.updated_ms
+             version = persist_records.version + 1, updated_ms = excluded.updated_ms
              RETURNING version, created_ms, updated_ms"
         }
         IfVersion::Absent => {
-            "INSERT INTO persist_records
-               (store_id, coll, id, doc, raw, key_order, version, created_ms, updated_ms)
-             VALUES ($1, $2, $3, $4::text::jsonb, $5, $6, 1, $7, $7)
+            "INSERT INTO persist_records (store_id, coll, id, doc, raw, version, created_ms, updated_ms)
+             VALUES ($1, $2, $3, COALESCE($5::text, $4::text)::jsonb, $4, 1, $6, $6)
              ON CONFLICT (store_id, coll, id) DO NOTHING
              RETURNING version, created_ms, updated_ms"
         }
         IfVersion::Is(_) => {
-            "UPDATE persist_records SET doc = $4::text::jsonb, raw = $5, key_order = $6,
-             version = version + 1, updated_ms = $7
-             WHERE store_id = $1 AND coll = $2 AND id = $3 AND version = $8
+            "UPDATE persist_records SET doc = COALESCE($5::text, $4::text)::jsonb, raw = $4,
+             version = version + 1, updated_ms = $6
+             WHERE store_id = $1 AND coll = $2 AND id = $3 AND version = $7
              RETURNING version, created_ms, updated_ms"
         }
     };
@@ -182,9 +140,7 @@ pub async fn put(
     };
     let row = write!(inner, c => {
         let stmt = c.prepare_cached(sql).await.map_err(pg_err)?;
-        let jsonb: &str = &stored.jsonb;
-        let mut params: Vec<&(dyn ToSql + Sync)> =
-            vec![&store, &coll, &id, &jsonb, &stored.raw, &stored.key_order, &now];
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&store, &coll, &id, &data, &scrubbed, &now];
         if matches!(cond, IfVersion::Is(_)) {
             params.push(&expected);
         }
@@ -272,25 +228,20 @@ pub async fn put_each(inner: &Inner, puts: Vec<RecordPut>) -> Vec<Result<Doc>> {
 async fn put_all(inner: &Inner, puts: &[(usize, RecordPut)]) -> Result<Vec<Result<Doc>>> {
     let store = inner.store_id();
     let now = now_ms();
-    let stored: Vec<Stored> = puts.iter().map(|(_, p)| Stored::of(&p.data)).collect();
+    let scrubbed: Vec<Option<String>> = puts.iter().map(|(_, p)| doc_text(&p.data)).collect();
     let colls: Vec<&str> = puts.iter().map(|(_, p)| p.coll.as_str()).collect();
     let ids: Vec<&str> = puts.iter().map(|(_, p)| p.id.as_str()).collect();
-    let jsonbs: Vec<&str> = stored.iter().map(|s| s.jsonb.as_ref()).collect();
-    let raws: Vec<Option<&str>> = stored.iter().map(|s| s.raw).collect();
-    let orders: Vec<Option<&[u8]>> = stored.iter().map(|s| s.key_order.as_deref()).collect();
+    let raws: Vec<&str> = puts.iter().map(|(_, p)| p.data.as_str()).collect();
     let rows = write!(inner, c => {
         let stmt = c.prepare_cached(
-            "INSERT INTO persist_records
-               (store_id, coll, id, doc, raw, key_order, version, created_ms, updated_ms)
-             SELECT $1, c, i, j::jsonb, r, o, 1, $2, $2
-             FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[])
-               AS t(c, i, j, r, o)
+            "INSERT INTO persist_records (store_id, coll, id, doc, raw, version, created_ms, updated_ms)
+             SELECT $1, c, i, COALESCE(s, r)::jsonb, r, 1, $2, $2
+             FROM unnest($3::text[], $4::text[], $5::text[], $6::text[]) AS t(c, i, r, s)
              ON CONFLICT (store_id, coll, id) DO UPDATE SET doc = excluded.doc, raw = excluded.raw,
-             key_order = excluded.key_order, version = persist_records.version + 1,
-             updated_ms = excluded.updated_ms
+             version = persist_records.version + 1, updated_ms = excluded.updated_ms
              RETURNING coll, id, version, created_ms, updated_ms",
         ).await.map_err(pg_err)?;
-        c.query(&stmt, &[&store, &now, &colls, &ids, &jsonbs, &raws, &orders]).await.map_err(pg_err)
+        c.query(&stmt, &[&store, &now, &colls, &ids, &raws, &scrubbed]).await.map_err(pg_err)
     })?;
     let mut written: HashMap<(String, String), (i64, i64, i64)> = rows
         .iter()
@@ -338,20 +289,17 @@ pub async fn update(
             }
         }
         let data = merge_patch(&current.data, &patch)?;
-        let stored = Stored::of(&data);
-        let jsonb: &str = &stored.jsonb;
+        let scrubbed = doc_text(&data);
         let now = now_ms();
         let old = current.version as i64;
         let row = write!(inner, c => {
             let stmt = c.prepare_cached(
-                "UPDATE persist_records SET doc = $4::text::jsonb, raw = $5, key_order = $6,
-                 version = version + 1, updated_ms = $7
-                 WHERE store_id = $1 AND coll = $2 AND id = $3 AND version = $8
+                "UPDATE persist_records SET doc = COALESCE($5::text, $4::text)::jsonb, raw = $4,
+                 version = version + 1, updated_ms = $6
+                 WHERE store_id = $1 AND coll = $2 AND id = $3 AND version = $7
                  RETURNING version, created_ms, updated_ms",
             ).await.map_err(pg_err)?;
-            let params: [&(dyn ToSql + Sync); 8] =
-                [&store, &coll, &id, &jsonb, &stored.raw, &stored.key_order, &now, &old];
-            c.query_opt(&stmt, &params).await.map_err(pg_err)
+            c.query_opt(&stmt, &[&store, &coll, &id, &data, &scrubbed, &now, &old]).await.map_err(pg_err)
         })?;
         if let Some(r) = row {
             return Ok(Doc {
