@@ -249,6 +249,58 @@ await conformance("records", (a) => {
     assert.equal(await col.count({ n: 1 }), 1);
   });
 
+  it("documents read back with their keys in the order written (one put, puts together, get and find)", async (t) => {
+    const s = await openFresh(a, t);
+    const col = s.records.collection("order");
+    // Orders a sorting store would change (jsonb sorts members by length, then bytes), nested
+    // ones, many keys, and values a store might print differently (exponents, U+0000).
+    const docs = {
+      flat: { title: "Task 1", done: false, priority: 7, tags: ["work", "home"] },
+      sorted: { a: 1, bb: 2, ccc: 3 },
+      nested: { z: { bb: 1, a: [0.5, "x", null, true] }, a: "é\n\"" },
+      inArray: { v: [{ bb: 1, a: 2 }] },
+      exponent: { n: 1e21, m: 1e-7 },
+      nul: { s: "a\u0000b" },
+      many: Object.fromEntries(Array.from({ length: 200 }, (_, i) => [`k${199 - i}`, i])),
+    };
+    for (const [id, d] of Object.entries(docs)) await col.put(id, d);
+    await Promise.all(Object.entries(docs).map(([id, d]) => col.put(`${id}-together`, d)));
+    for (const [id, d] of Object.entries(docs)) {
+      for (const key of [id, `${id}-together`]) {
+        assert.equal(JSON.stringify((await col.get(key)).data), JSON.stringify(d), `${key} reads back in its key order`);
+      }
+    }
+    const [found] = await col.find({ where: { priority: { $gte: 7 } } }).toArray();
+    assert.equal(JSON.stringify(found.data), JSON.stringify(docs.flat));
+  });
+
+  it("arrays sort before objects, each by its minified JSON text with keys in the order written; paged the same", async (t) => {
+    const s = await openFresh(a, t);
+    const col = s.records.collection("composite");
+    const values = [[1, 2], [1, 10], [1, "x", null], [], {}, { a: 1, bb: 2 }, { bb: 1, a: 2 }, { a: 1 }, [{ bb: 1, a: 2 }], [{ a: 2, bb: 1 }], ["b"], [0.5], [1e-7], [1, 3], [1, 2, { bb: 1, a: 2 }]];
+    const idOf = (i) => `c${String(i).padStart(2, "0")}`;
+    await Promise.all(values.map((v, i) => col.put(idOf(i), { v, w: i % 3 })));
+    const text = (i) => `${Array.isArray(values[i]) ? 0 : 1}${JSON.stringify(values[i])}`;
+    const byV = values.map((_, i) => i).sort((x, y) => (text(x) < text(y) ? -1 : text(x) > text(y) ? 1 : 0));
+    const cases = [
+      [[{ field: "v", direction: "asc" }], byV.map(idOf)],
+      [[{ field: "v", direction: "desc" }], [...byV].reverse().map(idOf)],
+      [[{ field: "w", direction: "asc" }, { field: "v", direction: "desc" }], [0, 1, 2].flatMap((w) => [...byV].reverse().filter((i) => i % 3 === w)).map(idOf)],
+    ];
+    for (const [orderBy, want] of cases) {
+      assert.deepEqual(ids(await col.find({ orderBy }).toArray()), want, JSON.stringify(orderBy));
+      const paged = [];
+      let after;
+      for (;;) {
+        const page = await col.find({ orderBy, limit: 4, ...(after ? { after } : {}) }).toArray();
+        paged.push(...ids(page));
+        if (page.length < 4) break;
+        after = page[page.length - 1].id;
+      }
+      assert.deepEqual(paged, want, `paged ${JSON.stringify(orderBy)}`);
+    }
+  });
+
   it("update shallow-merges the patch and bumps the version", async (t) => {
     const s = await openFresh(a, t);
     const col = s.records.collection("c");

@@ -3,9 +3,6 @@
 // runs it; the server restart test is in exclusive/, run alone); with CI=true an unreachable server is a failure, never a skip.
 import assert from "node:assert/strict";
 import { inspect } from "node:util";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { before, describe, it } from "node:test";
 import { createStore, PersistError } from "@cuitty/persist";
 import { adapters, isCI, pgConfig, pgPsql, pgSchema, PG_CONNECTION } from "./support/adapters.mjs";
@@ -222,57 +219,6 @@ describe("postgres adapter", { skip }, () => {
       const [found] = await stores[2].records.collection("tasks").find({ where: { a: { $gte: 3 } } }).toArray();
       assert.deepEqual(found, updated);
     } finally { await Promise.all(stores.map((s) => s.close())); }
-  });
-
-  it("every document reads back in its key order (one put or the puts of one tick); arrays and objects sort as on sqlite", { timeout: 60_000 }, async () => {
-    const store = await createStore(pgConfig("form", randomName("form").replace(/-/g, "_")));
-    const liteDir = mkdtempSync(join(tmpdir(), "persist-form-"));
-    const lite = await createStore({ name: "form", adapter: "sqlite", path: join(liteDir, "form.db") });
-    try {
-      // Key orders jsonb would change (it sorts members by length, then bytes), and values it
-      // would print differently (exponents, U+0000).
-      const cases = {
-        flat: { title: "Task 1", done: false, priority: 7, tags: ["work", "home"] },
-        sorted: { a: 1, bb: 2, ccc: 3 },
-        nested: { z: { bb: 1, a: [0.5, "x", null, true] }, a: "é\n\"" },
-        inArray: { v: [{ bb: 1, a: 2 }] },
-        exponent: { n: 1e21, m: 1e-7 },
-        nul: { s: "a\u0000b" },
-        many: Object.fromEntries(Array.from({ length: 200 }, (_, i) => [`k${199 - i}`, i])),
-      };
-      const col = store.records.collection("docs");
-      for (const [id, data] of Object.entries(cases)) await col.put(id, data);
-      // Puts of one tick go in one statement (put_all).
-      await Promise.all(Object.entries(cases).map(([id, data]) => col.put(`${id}-batch`, data)));
-      for (const [id, data] of Object.entries(cases)) {
-        for (const key of [id, `${id}-batch`]) {
-          assert.equal(JSON.stringify((await col.get(key)).data), JSON.stringify(data), `${key} reads back in its key order`);
-        }
-      }
-      const [found] = await col.find({ where: { priority: { $gte: 7 } } }).toArray();
-      assert.equal(JSON.stringify(found.data), JSON.stringify(cases.flat));
-
-      // A field holding arrays and objects (key orders jsonb would change among them): the same
-      // order as sqlite, both ways, and paged.
-      const values = [[1, 2], [1, 10], [1, "x", null], [], {}, { a: 1, bb: 2 }, { bb: 1, a: 2 }, { a: 1 }, [{ bb: 1, a: 2 }], [{ a: 2, bb: 1 }], ["b"], [0.5], [1e-7], [1, 3], [1, 2, { bb: 1, a: 2 }], "s", 3, null];
-      for (const s of [store, lite]) {
-        await Promise.all(values.map((v, i) => s.records.collection("mixed").put(`m${String(i).padStart(2, "0")}`, { v, w: i % 3 })));
-      }
-      for (const orderBy of [[{ field: "v", direction: "asc" }], [{ field: "v", direction: "desc" }], [{ field: "w", direction: "asc" }, { field: "v", direction: "desc" }]]) {
-        const ids = async (s) => (await s.records.collection("mixed").find({ orderBy }).toArray()).map((d) => d.id);
-        const want = await ids(lite);
-        assert.deepEqual(await ids(store), want, JSON.stringify(orderBy));
-        const paged = [];
-        let after;
-        for (;;) {
-          const page = await store.records.collection("mixed").find({ orderBy, limit: 4, ...(after ? { after } : {}) }).toArray();
-          paged.push(...page.map((d) => d.id));
-          if (page.length < 4) break;
-          after = page[page.length - 1].id;
-        }
-        assert.deepEqual(paged, want, `paged ${JSON.stringify(orderBy)}`);
-      }
-    } finally { await store.close(); await lite.close(); rmSync(liteDir, { recursive: true, force: true }); }
   });
 
   it("an index another store made is used once this store reads the catalog again (at most 2 s later)", { timeout: 60_000 }, async () => {
