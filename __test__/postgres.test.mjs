@@ -311,6 +311,147 @@ describe("postgres adapter", { skip }, () => {
     } finally { await store.close(); }
   });
 
+  it("a list page reflects every write acknowledged before it was asked for, never a page read ahead before that", { timeout: 60_000 }, async () => {
+    const location = randomName("ahead").replace(/-/g, "_");
+    const [store, other] = await Promise.all([createStore(pgConfig("ahead", location)), createStore(pgConfig("ahead", location))]);
+    try {
+      // Pages of 256, 1000, 1000, 744 keys: a full page starts the query of the next one.
+      const key = (i) => `p:${String(i).padStart(5, "0")}`;
+      const n = 3000;
+      await store.kv.setMany(Array.from({ length: n }, (_, i) => ({ key: key(i), value: i })));
+      const listed = async (onEach = async () => {}) => {
+        const keys = [];
+        for await (const e of store.kv.list({ prefix: "p:" })) {
+          keys.push(e.key);
+          await onEach(keys.length);
+        }
+        return keys;
+      };
+      const abandon = async () => {
+        let seen = 0;
+        for await (const _ of store.kv.list({ prefix: "p:" })) if (++seen === 10) break;
+        await sleep(100); // the pages read ahead for it have come back and wait
+      };
+      let expected = Array.from({ length: n }, (_, i) => key(i));
+      const check = (got, what) => {
+        assert.equal(got.length, expected.length, `${what}: ${got.length} keys, expected ${expected.length}`);
+        assert.deepEqual(got, expected, what);
+      };
+      // A listing left after its first page, then writes by this store and by another client
+      // in the third page's range, then a new listing: it must not take the page read for the
+      // first one.
+      for (const [writer, who] of [[store, "this store"], [other, "another client"]]) {
+        await abandon();
+        await writer.kv.set(`${key(1300)}${who}`, 1);
+        await writer.kv.delete(key(1400));
+        expected = [...expected, `${key(1300)}${who}`].filter((k) => k !== key(1400)).sort();
+        check(await listed(), `a new listing after a write by ${who}`);
+      }
+      // A write made while a listing is on its second page, in the fourth page's range: the
+      // fourth page is asked for after the write is acknowledged.
+      const got = await listed(async (count) => {
+        if (count !== 300) return;
+        await sleep(100); // the third page has come back, the fourth is read ahead
+        await store.kv.set(`${key(2600)}x`, 1);
+        await store.kv.delete(key(2700));
+      });
+      expected = [...expected, `${key(2600)}x`].filter((k) => k !== key(2700)).sort();
+      check(got, "a write during the listing");
+    } finally {
+      await Promise.all([store.close(), other.close()]);
+    }
+  });
+
+  it("kv sets batched together (setMany, the sets of one tick) over the same keys in opposite orders never deadlock", { timeout: 60_000 }, async () => {
+    const location = randomName("order").replace(/-/g, "_");
+    const [a, b] = await Promise.all([createStore(pgConfig("order", location)), createStore(pgConfig("order", location))]);
+    try {
+      const keys = Array.from({ length: 2000 }, (_, i) => `k${String(i).padStart(5, "0")}`);
+      const reversed = [...keys].reverse();
+      for (let round = 1; round <= 3; round++) {
+        await Promise.all([
+          a.kv.setMany(keys.map((key) => ({ key, value: round }))),
+          b.kv.setMany(reversed.map((key) => ({ key, value: -round }))),
+        ]);
+        const v = await a.kv.get(keys[0]);
+        assert.ok(v === round || v === -round);
+      }
+      const few = keys.slice(0, 300);
+      for (let round = 1; round <= 3; round++) {
+        await Promise.all([
+          ...few.map((key) => a.kv.set(key, round)),
+          ...[...few].reverse().map((key) => b.kv.set(key, -round)),
+        ]);
+      }
+      // A repeated key in one batch: the last set of it is stored.
+      await a.kv.setMany([{ key: "r", value: 1 }, { key: "q", value: 0 }, { key: "r", value: 2 }]);
+      assert.equal(await b.kv.get("r"), 2);
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
+  it("blob bodies: an upload whose chunks were collected fails instead of committing a blob with chunks missing; no replaced body stays behind", { timeout: 60_000 }, async () => {
+    const location = randomName("bodies").replace(/-/g, "_");
+    const schema = pgSchema(location);
+    const store = await createStore(pgConfig("bodies", location));
+    const bodies = () => pgPsql(`SELECT count(*) FILTER (WHERE committed), count(*) FILTER (WHERE NOT committed) FROM "${schema}".persist_blob_bodies`).trim();
+    try {
+      const before = Buffer.alloc(1000, 1);
+      await store.blobs.put("b", before);
+      // A streamed put that writes its first chunks, then waits.
+      let release;
+      const gate = new Promise((r) => { release = r; });
+      async function* slowBody() {
+        yield Buffer.alloc(1536 * 1024, 2);
+        await gate;
+        yield Buffer.alloc(1536 * 1024, 3);
+      }
+      const putting = store.blobs.put("b", slowBody());
+      putting.catch(() => {});
+      const pending = () => Number(pgPsql(`SELECT count(*) FROM "${schema}".persist_blob_chunks c JOIN "${schema}".persist_blob_bodies b ON b.id = c.body_id WHERE NOT b.committed`).trim());
+      await waitUntil(() => pending() >= 1, 20_000);
+      // A day passes without a chunk; the next put collects the body.
+      pgPsql(`UPDATE "${schema}".persist_blob_bodies SET started_at = started_at - 25 * 3600 * 1000 WHERE NOT committed`);
+      await store.blobs.put("c", "x");
+      assert.equal(pending(), 0);
+      release();
+      await assert.rejects(putting, (e) => e instanceof PersistError && e.code === "CONFLICT" && /collected/.test(e.message));
+      assert.ok((await store.blobs.get("b")).equals(before), "the previous blob is whole");
+      // An upload that is slow but alive is not collected: each chunk moves its time on.
+      let release2;
+      const gate2 = new Promise((r) => { release2 = r; });
+      async function* aliveBody() {
+        yield Buffer.alloc(1536 * 1024, 4);
+        await gate2;
+        yield Buffer.alloc(1536 * 1024, 5);
+      }
+      const alive = store.blobs.put("d", aliveBody());
+      await waitUntil(() => pending() >= 1, 20_000);
+      pgPsql(`UPDATE "${schema}".persist_blob_bodies SET started_at = started_at - 23 * 3600 * 1000 WHERE NOT committed`);
+      await store.blobs.put("e", "y");
+      release2();
+      assert.equal((await alive).size, 2 * 1536 * 1024);
+      const d = await store.blobs.get("d");
+      assert.equal(d.length, 2 * 1536 * 1024);
+      assert.ok(d.subarray(0, 1536 * 1024).every((x) => x === 4) && d.subarray(1536 * 1024).every((x) => x === 5));
+      assert.equal(bodies(), "4|0", "b, c, d and e: one committed body each, none waiting");
+
+      // Puts of one new key at once, and puts replacing and deleting a key: the bodies left are
+      // exactly those of the blobs (each replaced one dropped or marked for the next collection).
+      await Promise.all(Array.from({ length: 8 }, (_, i) => store.blobs.put("new", Buffer.alloc(10, i))));
+      await Promise.all(Array.from({ length: 8 }, (_, i) => store.blobs.put("b", Buffer.alloc(10, i))));
+      await store.blobs.delete("c");
+      await store.blobs.put("f", "z"); // collects what a failed drop would have left
+      const [committed, waiting] = bodies().split("|").map(Number);
+      const blobs = Number(pgPsql(`SELECT count(*) FROM "${schema}".persist_blobs`).trim());
+      assert.equal(waiting, 0);
+      assert.equal(committed, blobs, "one committed body per blob");
+      const orphans = pgPsql(`SELECT count(*) FROM "${schema}".persist_blob_bodies b WHERE NOT EXISTS (SELECT 1 FROM "${schema}".persist_blobs WHERE body_id = b.id)`).trim();
+      assert.equal(orphans, "0");
+    } finally { await store.close(); }
+  });
+
   it("an idle store's calls on its lane: a slow server holds up neither the event loop nor runs anything twice, and writes land", { timeout: 60_000 }, async () => {
     const schema = pgSchema(randomName("lane").replace(/-/g, "_"));
     const store = await createStore({ ...pgConfig(randomName("lane")), schema });

@@ -1,7 +1,15 @@
 //! `store.blobs` in SQL: a blob's bytes live in fixed-size `bytea` chunk rows under a body id;
 //! the blob row points at its body. A put writes a new body chunk by chunk (never holding the
 //! blob in memory) and swaps the pointer in one transaction at commit, so a failed put leaves
-//! the previous blob whole. Bodies left by a crashed put are collected a day later.
+//! the previous blob whole. Bodies left by a crashed put are collected a day after their last
+//! chunk was written.
+//!
+//! A body row's `started_at` is when it was last written, in the server's clock (so the clocks
+//! of several processes need not agree): each chunk moves it on, so an upload that is slow but
+//! alive is never taken for abandoned, and a chunk or commit whose body was collected fails
+//! instead of committing a blob with missing chunks. A body that a commit or delete replaced
+//! is marked uncommitted and a day old in the same transaction, so if dropping it afterwards
+//! fails, the next put's collection takes it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,13 +21,23 @@ use super::{pg_err, read, write, Inner};
 use crate::backend::{BlobReader, BlobUpload};
 use crate::chunks::{locate, Chunker};
 use crate::clock::{iso8601, new_version, now_ms};
-use crate::error::{PersistError, Result};
+use crate::error::{ErrorCode, PersistError, Result};
 use crate::model::{BlobInfo, BlobMeta, ByteRange};
 use crate::validate::prefix_successor;
 
 /// Bytes per chunk row.
 pub const CHUNK: usize = 256 * 1024;
 const ABANDONED_AFTER_MS: i64 = 24 * 3600 * 1000;
+/// The server's clock in milliseconds.
+const SERVER_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::int8";
+
+/// The error of an upload whose body is gone.
+fn body_collected() -> PersistError {
+    PersistError::new(
+        ErrorCode::Conflict,
+        "the upload was idle for more than a day and its chunks were collected; put the blob again",
+    )
+}
 
 const INFO_COLUMNS: &str = "key, size, content_type, etag, metadata, updated_at, body_id";
 
@@ -40,19 +58,17 @@ fn info_from_row(r: &Row) -> (BlobInfo, i64) {
 }
 
 pub async fn start(inner: &Arc<Inner>, key: String, meta: BlobMeta) -> Result<Box<dyn BlobUpload>> {
-    let now = now_ms();
-    let cutoff = now - ABANDONED_AFTER_MS;
     let body_id: i64 = write!(inner, c => {
         // Collect bodies abandoned by crashed puts (cheap when there are none).
-        let stale = c.prepare_cached(
-            "WITH gone AS (DELETE FROM persist_blob_bodies WHERE NOT committed AND started_at < $1 RETURNING id)
+        let stale = c.prepare_cached(&format!(
+            "WITH gone AS (DELETE FROM persist_blob_bodies WHERE NOT committed AND started_at < {SERVER_NOW_MS} - $1 RETURNING id)
              DELETE FROM persist_blob_chunks WHERE body_id IN (SELECT id FROM gone)",
-        ).await.map_err(pg_err)?;
-        c.execute(&stale, &[&cutoff]).await.map_err(pg_err)?;
-        let stmt = c.prepare_cached(
-            "INSERT INTO persist_blob_bodies (committed, started_at) VALUES (FALSE, $1) RETURNING id",
-        ).await.map_err(pg_err)?;
-        Ok(c.query_one(&stmt, &[&now]).await.map_err(pg_err)?.get(0))
+        )).await.map_err(pg_err)?;
+        c.execute(&stale, &[&ABANDONED_AFTER_MS]).await.map_err(pg_err)?;
+        let stmt = c.prepare_cached(&format!(
+            "INSERT INTO persist_blob_bodies (committed, started_at) VALUES (FALSE, {SERVER_NOW_MS}) RETURNING id",
+        )).await.map_err(pg_err)?;
+        Ok(c.query_one(&stmt, &[]).await.map_err(pg_err)?.get(0))
     })?;
     Ok(Box::new(Upload {
         inner: inner.clone(),
@@ -91,14 +107,18 @@ async fn drop_body(inner: &Inner, body_id: i64) -> Result<()> {
 pub async fn delete(inner: &Inner, key: String) -> Result<bool> {
     let store = inner.store_id();
     let row = write!(inner, c => {
+        // The body is marked for collection in the same statement (see the module's comment).
         let stmt = c.prepare_cached(
-            "DELETE FROM persist_blobs WHERE store_id = $1 AND key = $2 RETURNING body_id",
+            "WITH gone AS (DELETE FROM persist_blobs WHERE store_id = $1 AND key = $2 RETURNING body_id),
+             marked AS (UPDATE persist_blob_bodies SET committed = FALSE, started_at = 0
+                        WHERE id IN (SELECT body_id FROM gone))
+             SELECT body_id FROM gone",
         ).await.map_err(pg_err)?;
         c.query_opt(&stmt, &[&store, &key]).await.map_err(pg_err)
     })?;
     match row {
         Some(r) => {
-            // The blob is gone once the row is; a failure here leaves garbage for collection.
+            // The blob is gone once the row is; if this fails, the next put collects the body.
             let _ = drop_body(inner, r.get(0)).await;
             Ok(true)
         }
@@ -153,13 +173,19 @@ impl Upload {
     async fn flush_chunk(&mut self, chunk: Vec<u8>) -> Result<()> {
         let (body_id, idx) = (self.body_id, self.next_idx);
         self.next_idx += 1;
-        write!(self.inner, c => {
-            let stmt = c.prepare_cached(
-                "INSERT INTO persist_blob_chunks (body_id, idx, data) VALUES ($1, $2, $3)",
-            ).await.map_err(pg_err)?;
-            c.execute(&stmt, &[&body_id, &idx, &chunk]).await.map_err(pg_err)?;
-            Ok(())
-        })
+        let written = write!(self.inner, c => {
+            // Only into a body still waiting for its commit, which this moves on.
+            let stmt = c.prepare_cached(&format!(
+                "WITH live AS (UPDATE persist_blob_bodies SET started_at = {SERVER_NOW_MS}
+                               WHERE id = $1 AND NOT committed RETURNING id)
+                 INSERT INTO persist_blob_chunks (body_id, idx, data) SELECT id, $2, $3 FROM live",
+            )).await.map_err(pg_err)?;
+            c.execute(&stmt, &[&body_id, &idx, &chunk]).await.map_err(pg_err)
+        })?;
+        if written == 0 {
+            return Err(body_collected());
+        }
+        Ok(())
     }
 }
 
@@ -194,6 +220,14 @@ impl BlobUpload for Upload {
         let old_body: Option<i64> = write!(self.inner, c => {
             c.batch_execute("BEGIN").await.map_err(pg_err)?;
             let res: Result<Option<i64>> = async {
+                // Commits of one key take turns, so each one reads the body the one before it
+                // put in place (without this, two first puts of a key both read no body and
+                // the loser's would stay behind, referenced by nothing). A hash of the key as
+                // a one-key advisory lock: other keys that share the hash only wait briefly.
+                let turn = c.prepare_cached(
+                    "SELECT pg_advisory_xact_lock(hashtextextended($2, $1))",
+                ).await.map_err(pg_err)?;
+                c.execute(&turn, &[&i64::from(store), &info.key]).await.map_err(pg_err)?;
                 let old = c.prepare_cached(
                     "SELECT body_id FROM persist_blobs WHERE store_id = $1 AND key = $2 FOR UPDATE",
                 ).await.map_err(pg_err)?;
@@ -206,8 +240,18 @@ impl BlobUpload for Upload {
                      updated_at = excluded.updated_at",
                 ).await.map_err(pg_err)?;
                 c.execute(&up, &[&store, &info.key, &body_id, &size, &info.content_type, &info.etag, &metadata, &info.updated_at]).await.map_err(pg_err)?;
-                let mark = c.prepare_cached("UPDATE persist_blob_bodies SET committed = TRUE WHERE id = $1").await.map_err(pg_err)?;
-                c.execute(&mark, &[&body_id]).await.map_err(pg_err)?;
+                let mark = c.prepare_cached(
+                    "UPDATE persist_blob_bodies SET committed = TRUE WHERE id = $1 AND NOT committed",
+                ).await.map_err(pg_err)?;
+                if c.execute(&mark, &[&body_id]).await.map_err(pg_err)? == 0 {
+                    return Err(body_collected());
+                }
+                if let Some(old) = old.filter(|b| *b != body_id) {
+                    let retire = c.prepare_cached(
+                        "UPDATE persist_blob_bodies SET committed = FALSE, started_at = 0 WHERE id = $1",
+                    ).await.map_err(pg_err)?;
+                    c.execute(&retire, &[&old]).await.map_err(pg_err)?;
+                }
                 Ok(old)
             }.await;
             match res {

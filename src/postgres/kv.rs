@@ -121,27 +121,19 @@ pub async fn set_all(inner: &Inner, sets: Vec<KvSet>) -> Result<Vec<KvEntry>> {
             expires_at: s.ttl_ms.map(|ttl| now.saturating_add(ttl as i64)),
         })
         .collect();
-    let mut index: HashMap<&str, usize> = HashMap::new();
-    let mut keys: Vec<&str> = Vec::with_capacity(entries.len());
-    let mut values: Vec<&str> = Vec::with_capacity(entries.len());
-    let mut versions: Vec<&str> = Vec::with_capacity(entries.len());
-    let mut expires: Vec<Option<i64>> = Vec::with_capacity(entries.len());
+    // The last set of each key, in key order: the statement locks rows in the order it
+    // writes them, so two batches over the same keys (from this process or another) lock them
+    // in the same order and cannot deadlock each other.
+    let mut last: HashMap<&str, &KvEntry> = HashMap::with_capacity(entries.len());
     for e in &entries {
-        match index.get(e.key.as_str()) {
-            Some(&i) => {
-                values[i] = &e.value;
-                versions[i] = &e.version;
-                expires[i] = e.expires_at;
-            }
-            None => {
-                index.insert(&e.key, keys.len());
-                keys.push(&e.key);
-                values.push(&e.value);
-                versions.push(&e.version);
-                expires.push(e.expires_at);
-            }
-        }
+        last.insert(e.key.as_str(), e);
     }
+    let mut rows: Vec<&KvEntry> = last.into_values().collect();
+    rows.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    let keys: Vec<&str> = rows.iter().map(|e| e.key.as_str()).collect();
+    let values: Vec<&str> = rows.iter().map(|e| e.value.as_str()).collect();
+    let versions: Vec<&str> = rows.iter().map(|e| e.version.as_str()).collect();
+    let expires: Vec<Option<i64>> = rows.iter().map(|e| e.expires_at).collect();
     write!(inner, c => {
         let stmt = c.prepare_cached(
             "INSERT INTO persist_kv (store_id, key, value, version, expires_at)

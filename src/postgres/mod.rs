@@ -106,7 +106,9 @@ const LOCK_CLASS: i32 = 0x7065_7273;
 pub(crate) fn pg_err(err: tokio_postgres::Error) -> PersistError {
     if let Some(db) = err.as_db_error() {
         let code = db.code();
-        let class = &code.code()[..2];
+        // The class is the first two characters of the five; a server that sends fewer
+        // (or non-ASCII) gets no class rather than a panic.
+        let class = code.code().get(..2).unwrap_or("");
         let kind = if class == "08"
             || class == "28"
             || class == "57"
@@ -245,8 +247,13 @@ pub(crate) struct Inner {
     /// Reads that ran past the lane's budget and go on on its helper thread, by what they
     /// read. The binding then asks again through the async path at once, and that call joins
     /// the running read instead of sending the same query a second time (a slow query would
-    /// otherwise run twice).
-    parked: Mutex<Vec<(String, std::time::Instant, ParkedRead)>>,
+    /// otherwise run twice). A full kv list page parks the query of the next page too (see
+    /// `read_ahead`).
+    parked: Mutex<Vec<Parked>>,
+    /// Counts the writes this store finished (see `write!`). A parked read is only joined while
+    /// the count is what it was when the read started: a caller must see every write that was
+    /// acknowledged before it asked.
+    writes_done: AtomicU64,
     /// Reads (by key) that ran past the lane's budget, with how many of their next asks go
     /// straight to the pool ([`SLOW_SKIPS`]; then the lane is tried again). Such a read held the
     /// JS thread for the whole budget and then paid the helper thread and two more hand-offs:
@@ -359,6 +366,19 @@ answer!(Option<Doc>, Doc);
 answer!(Vec<Doc>, Docs);
 
 type ParkedRead = tokio::sync::oneshot::Receiver<Result<LaneAnswer>>;
+
+/// A read parked for a later ask (see `Inner::parked`).
+struct Parked {
+    /// What it reads (`kv_key`, `list_key`, ...).
+    key: String,
+    at: std::time::Instant,
+    /// `Inner::writes_done` before the read was sent.
+    writes_done: u64,
+    /// A list page read before anyone asked for it (`read_ahead`), not a read that ran past
+    /// the lane's budget.
+    ahead: bool,
+    read: ParkedRead,
+}
 
 /// Most reads kept for a later ask, and for how long (older ones are let go: their answer is
 /// dropped).
@@ -515,31 +535,40 @@ impl Inner {
             }
         };
         let ticket = self.lane_ticket()?;
+        let writes_done = self.writes_done.load(Ordering::Acquire);
         let read = read(Arc::clone(self));
         match ticket.run(async move { read.await.map(T::wrap) }) {
             LaneRun::Done(answer) => answer.map(T::unwrap).transpose(),
             LaneRun::Pending(rx) => {
                 let key = known_key.unwrap_or_else(key);
                 lock(&self.slow).note(key.clone());
-                self.park(key, rx);
+                self.park(key, writes_done, false, rx);
                 None
             }
         }
     }
 
-    fn park(&self, key: String, read: ParkedRead) {
+    fn park(&self, key: String, writes_done: u64, ahead: bool, read: ParkedRead) {
         let mut parked = lock(&self.parked);
-        parked.retain(|(_, at, _)| at.elapsed() < PARKED_FOR);
+        // A newer read of the same thing replaces an older one.
+        parked.retain(|p| p.at.elapsed() < PARKED_FOR && p.key != key);
         if parked.len() >= MAX_PARKED {
             parked.remove(0);
         }
-        parked.push((key, std::time::Instant::now(), read));
+        parked.push(Parked {
+            key,
+            at: std::time::Instant::now(),
+            writes_done,
+            ahead,
+            read,
+        });
     }
 
     /// Starts the list page after `after` and parks it (see `parked`).
     fn read_ahead(self: &Arc<Self>, range: KvRange, after: String, limit: usize) {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.park(list_key(&range, Some(&after), limit), rx);
+        let writes_done = self.writes_done.load(Ordering::Acquire);
+        self.park(list_key(&range, Some(&after), limit), writes_done, true, rx);
         let inner = Arc::clone(self);
         self.runtime.spawn(async move {
             let page = kv::list_page(&inner, range, Some(after), limit).await;
@@ -547,8 +576,9 @@ impl Inner {
         });
     }
 
-    /// The answer of the parked read under this key, if there is one and it succeeded (see
-    /// `parked`); otherwise the caller reads for itself.
+    /// The answer of the parked read under this key, if there is one, no write of this store
+    /// finished since it started, and it succeeded (see `parked`); otherwise the caller reads
+    /// for itself.
     async fn joined<T: Answer>(&self, key: impl FnOnce() -> String) -> Option<T> {
         let rx = {
             let mut parked = lock(&self.parked);
@@ -556,10 +586,31 @@ impl Inner {
                 return None;
             }
             let key = key();
-            let at = parked.iter().position(|(k, _, _)| *k == key)?;
-            parked.remove(at).2
+            let at = parked.iter().position(|p| p.key == key)?;
+            let found = parked.remove(at);
+            if found.writes_done != self.writes_done.load(Ordering::Acquire) {
+                return None;
+            }
+            found.read
         };
         rx.await.ok()?.ok().and_then(T::unwrap)
+    }
+
+    /// Lets go of the pages read ahead for `range`: a list that starts anew (no `after`) must
+    /// not be answered from a page read for an earlier listing, whatever other clients wrote
+    /// since. Its own pages are read ahead again as it goes.
+    fn drop_read_ahead(&self, range: &KvRange) {
+        let mut parked = lock(&self.parked);
+        if parked.is_empty() {
+            return;
+        }
+        let of_range = list_range_key(range);
+        parked.retain(|p| !(p.ahead && p.key.starts_with(&of_range)));
+    }
+
+    /// Counts a finished write (see `writes_done`).
+    pub(crate) fn write_done(&self) {
+        self.writes_done.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The lane, when it may take an operation now: no pooled connection in use or awaited,
@@ -717,6 +768,8 @@ macro_rules! write {
         let inner: &$crate::postgres::Inner = &$inner;
         let $c = inner.client().await?;
         let res: $crate::error::Result<_> = async { $body }.await;
+        // Failed or not (a failure may still have been applied), parked reads are now stale.
+        inner.write_done();
         res.map_err(|e| inner.scrub(e))
     }};
 }
@@ -776,6 +829,7 @@ impl PostgresBackend {
                 lane,
                 runtime: tokio::runtime::Handle::current(),
                 parked: Mutex::new(Vec::new()),
+                writes_done: AtomicU64::new(0),
                 slow: Mutex::new(SlowReads::default()),
                 store_id,
                 schema: cfg.schema,
@@ -832,7 +886,11 @@ fn kv_key(keys: &[String]) -> String {
     format!("kv\0{keys:?}")
 }
 fn list_key(range: &KvRange, after: Option<&str>, limit: usize) -> String {
-    format!("list\0{range:?}\0{after:?}\0{limit}")
+    format!("{}{after:?}\0{limit}", list_range_key(range))
+}
+/// The start of the `list_key` of every page of `range`.
+fn list_range_key(range: &KvRange) -> String {
+    format!("list\0{range:?}\0")
 }
 fn doc_key(coll: &str, id: &str) -> String {
     format!("doc\0{coll:?}\0{id:?}")
@@ -1028,6 +1086,9 @@ impl Backend for PostgresBackend {
         after: Option<&str>,
         limit: usize,
     ) -> Option<Result<Vec<KvEntry>>> {
+        if after.is_none() {
+            self.inner.drop_read_ahead(range);
+        }
         self.inner.lane_read(
             || list_key(range, after, limit),
             |inner| {
@@ -1081,6 +1142,9 @@ impl Backend for PostgresBackend {
         after: Option<String>,
         limit: usize,
     ) -> Result<Vec<KvEntry>> {
+        if after.is_none() {
+            self.inner.drop_read_ahead(&range);
+        }
         let key = || list_key(&range, after.as_deref(), limit);
         let page = match self.inner.joined(key).await {
             Some(page) => page,
