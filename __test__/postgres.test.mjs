@@ -9,6 +9,7 @@ import { adapters, isCI, pgConfig, pgPsql, pgSchema, PG_CONNECTION } from "./sup
 import { randomName, sleep, waitUntil, collect } from "./support/util.mjs";
 import { spawnNodeLines, supportScript } from "./support/proc.mjs";
 import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 
 const pg = adapters.find((a) => a.name === "postgres");
 const status = await pg.available();
@@ -389,6 +390,25 @@ describe("postgres adapter", { skip }, () => {
     } finally {
       await Promise.all([a.close(), b.close()]);
     }
+  });
+
+  it("a value too large for the index of an indexed field is INVALID_VALUE, nothing written; the other puts of its tick land", { timeout: 60_000 }, async () => {
+    const location = randomName("big").replace(/-/g, "_");
+    const store = await createStore(pgConfig("big", location));
+    try {
+      const col = store.records.collection("notes");
+      await col.ensureIndex("body");
+      const big = randomBytes(4000).toString("hex"); // 8,000 characters that do not compress
+      await assert.rejects(col.put("big", { body: big }),
+        (e) => e instanceof PersistError && e.code === "INVALID_VALUE" && /ensureIndex/.test(e.message));
+      assert.equal(await col.get("big"), undefined);
+      const settled = await Promise.allSettled([col.put("a", { body: "small" }), col.put("b", { body: big }), col.put("c", { other: big })]);
+      assert.deepEqual(settled.map((r) => r.status), ["fulfilled", "rejected", "fulfilled"]);
+      assert.equal(settled[1].reason.code, "INVALID_VALUE");
+      assert.deepEqual((await col.find({ where: { body: "small" } }).toArray()).map((d) => d.id), ["a"]);
+      assert.equal((await col.get("c")).data.other, big);
+      assert.equal(await col.get("b"), undefined);
+    } finally { await store.close(); }
   });
 
   it("blob bodies: an upload whose chunks were collected fails instead of committing a blob with chunks missing; no replaced body stays behind", { timeout: 60_000 }, async () => {

@@ -121,12 +121,21 @@ pub(crate) fn pg_err(err: tokio_postgres::Error) -> PersistError {
             ErrorCode::Permission
         } else if *code == SqlState::QUERY_CANCELED || *code == SqlState::LOCK_NOT_AVAILABLE {
             ErrorCode::Timeout
+        } else if *code == SqlState::PROGRAM_LIMIT_EXCEEDED {
+            // A value past one of the server's size limits: nothing was written.
+            ErrorCode::InvalidValue
         } else {
             ErrorCode::Internal
         };
+        // The server's hint for this one names remedies our API does not offer.
+        let why = if db.message().starts_with("index row") {
+            "; the value of a field with ensureIndex must fit in a Postgres index entry (about 2,700 bytes after compression)"
+        } else {
+            ""
+        };
         return PersistError::new(
             kind,
-            format!("postgres: {}: {}", db.severity(), db.message()),
+            format!("postgres: {}: {}{why}", db.severity(), db.message()),
         );
     }
     // Not a server message: I/O, a closed connection, a timeout, a protocol problem.
