@@ -408,6 +408,10 @@ describe("postgres adapter", { skip }, () => {
       assert.deepEqual((await col.find({ where: { body: "small" } }).toArray()).map((d) => d.id), ["a"]);
       assert.equal((await col.get("c")).data.other, big);
       assert.equal(await col.get("b"), undefined);
+      // A field that already holds such a value cannot be indexed; the store goes on.
+      await assert.rejects(col.ensureIndex("other"), (e) => e instanceof PersistError && e.code === "INVALID_VALUE");
+      await col.put("d", { other: "fine" });
+      assert.deepEqual((await col.find({ where: { other: "fine" } }).toArray()).map((d) => d.id), ["d"]);
     } finally { await store.close(); }
   });
 
