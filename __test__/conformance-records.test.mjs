@@ -497,6 +497,63 @@ await conformance("records", (a) => {
     await rejectsWith(() => col.find({ orderBy: { field: "n" }, after: "zz" }).toArray(), "NOT_FOUND", "toArray(after missing)");
   });
 
+  it("strings holding U+0000 and U+0001 match, compare and sort by their characters, with and without an index", async (t) => {
+    const s = await openFresh(a, t);
+    const col = s.records.collection("nul");
+    const values = { s01: "a", s02: "a\u0000", s03: "a\u0000b", s04: "a\u0001", s05: "a\u0001\u0000", s06: "a\ufffd", s07: "ab", s08: "\u0000", s09: "\u0001" };
+    await Promise.all(Object.entries(values).map(([id, n]) => col.put(id, { n })));
+    // Byte (code point) order of the values.
+    const ascending = ["s08", "s09", "s01", "s02", "s03", "s04", "s05", "s07", "s06"];
+    const cases = [
+      [{ n: "a\u0000" }, ["s02"]],
+      [{ n: "a\ufffd" }, ["s06"]],
+      [{ n: "\u0000" }, ["s08"]],
+      [{ n: { $lt: "a\u0001" } }, ["s01", "s02", "s03", "s08", "s09"]],
+      [{ n: { $gt: "a\u0000" } }, ["s03", "s04", "s05", "s06", "s07"]],
+      [{ n: { $gte: "a\u0000", $lt: "a\u0001" } }, ["s02", "s03"]],
+      [{ n: { $lte: "\u0001" } }, ["s08", "s09"]],
+      [{ n: { $prefix: "a\u0000" } }, ["s02", "s03"]],
+      [{ n: { $prefix: "a\u0001" } }, ["s04", "s05"]],
+      [{ n: { $prefix: "\u0000" } }, ["s08"]],
+      [{ n: { $in: ["\u0000", "a\u0001\u0000"] } }, ["s05", "s08"]],
+      [{ n: { $ne: "a\u0000" } }, ["s01", "s03", "s04", "s05", "s06", "s07", "s08", "s09"]],
+      [{ n: { $nin: ["a", "a\u0001"] } }, ["s02", "s03", "s05", "s06", "s07", "s08", "s09"]],
+    ];
+    const check = async (label) => {
+      for (const [where, expected] of cases) {
+        assert.deepEqual(ids(await col.find({ where }).toArray()), expected, `${label}: ${JSON.stringify(where)}`);
+        assert.equal(await col.count(where), expected.length, `${label}: count ${JSON.stringify(where)}`);
+      }
+      for (const [direction, expected] of [["asc", ascending], ["desc", [...ascending].reverse()]]) {
+        const orderBy = { field: "n", direction };
+        assert.deepEqual(ids(await col.find({ orderBy }).toArray()), expected, `${label}: ${direction}`);
+        const paged = [];
+        let after;
+        for (;;) {
+          const page = ids(await col.find({ orderBy, limit: 2, ...(after ? { after } : {}) }).toArray());
+          paged.push(...page);
+          if (page.length < 2) break;
+          after = page[1];
+        }
+        assert.deepEqual(paged, expected, `${label}: ${direction} in pages of 2`);
+        const matching = ascending.filter((id) => values[id] > "a");
+        assert.deepEqual(ids(await col.find({ where: { n: { $gt: "a" } }, orderBy, limit: 3 }).toArray()),
+          (direction === "asc" ? matching : [...matching].reverse()).slice(0, 3), `${label}: ${direction}, filtered, limit 3`);
+      }
+      for (const [id, n] of Object.entries(values)) assert.equal((await col.get(id)).data.n, n);
+    };
+    await check("no index");
+    await col.ensureIndex("n");
+    await check("indexed");
+    // Arrays sort by their JSON text, in documents holding U+0000 anywhere.
+    const arrays = s.records.collection("nul-arrays");
+    await arrays.put("t1", { arr: ["a"], x: "\u0000" });
+    await arrays.put("t2", { arr: ["\u0001"] });
+    await arrays.put("t3", { arr: ["\u0000", "\\u0000"] });
+    assert.deepEqual(ids(await arrays.find({ orderBy: { field: "arr" } }).toArray()), ["t3", "t2", "t1"]);
+    assert.deepEqual(ids(await arrays.find({ orderBy: { field: "arr", direction: "desc" }, limit: 2 }).toArray()), ["t1", "t2"]);
+  });
+
   it("ensureIndex (plain and dot path) keeps every query's results and order", async (t) => {
     const s = await openFresh(a, t);
     const col = s.records.collection("people");

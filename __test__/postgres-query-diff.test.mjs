@@ -20,7 +20,7 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 let seed = 12345;
 const rnd = (n) => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n; };
 const pick = (xs) => xs[rnd(xs.length)];
-const SCALARS = [null, true, false, -3, -1, 0, 1, 2, 2.5, -1.5, 0.5, 1e-3, 1e-7, 7, 9007199254740991, "", "a", "ab", "abc", "B", "b", "é", "éa", "日本", "😀", "a b", "1", "Z", "line\n", 'q"uote', "back\\slash"];
+const SCALARS = [null, true, false, -3, -1, 0, 1, 2, 2.5, -1.5, 0.5, 1e-3, 1e-7, 7, 9007199254740991, "", "a", "ab", "abc", "B", "b", "é", "éa", "日本", "😀", "a b", "1", "Z", "line\n", 'q"uote', "back\\slash", "a\u0000", "a\u0000b", "\u0001", "a\u0001", "\ufffd"];
 const COMPOSITES = [[], [1], [1, 2], ["a"], { x: 1 }, { y: 2, x: 1 }, { x: "a" }, {}];
 const value = () => (rnd(100) < 85 ? pick(SCALARS) : pick(COMPOSITES));
 const FIELDS = ["a", "b", "s", "n.x", "n.y", "we ird'k", 'q"l\\b'];
@@ -47,7 +47,7 @@ function where(depth) {
   if (op === "plain") return { [f]: rnd(100) < 90 ? pick(SCALARS) : pick(COMPOSITES) };
   if (op === "$in" || op === "$nin") return { [f]: { [op]: [value(), value()] } };
   if (op === "$exists") return { [f]: { $exists: rnd(2) === 0 } };
-  if (op === "$prefix") return { [f]: { $prefix: pick(["", "a", "é", "日", "1"]) } };
+  if (op === "$prefix") return { [f]: { $prefix: pick(["", "a", "é", "日", "1", "a\u0000", "\u0001"]) } };
   return { [f]: { [op]: value() } };
 }
 

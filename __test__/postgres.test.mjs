@@ -180,7 +180,7 @@ describe("postgres adapter", { skip }, () => {
     } finally { await store.close(); }
   });
 
-  it("a schema that version 1 left (record times as text) is migrated once, by several opening at once, and reads back as written", { timeout: 60_000 }, async () => {
+  it("a schema that version 1 left (record times as text, U+0000 indexed as U+FFFD) is migrated once, by several opening at once, and reads back as written", { timeout: 60_000 }, async () => {
     const location = randomName("v1").replace(/-/g, "_");
     const schema = pgSchema(location);
     // Migration 1 as it shipped (mod.rs MIGRATIONS[0]), then one record and store as it wrote them.
@@ -204,10 +204,12 @@ describe("postgres adapter", { skip }, () => {
       INSERT INTO persist_migrations (version) VALUES (1);
       INSERT INTO persist_stores (name) VALUES ('old');
       INSERT INTO persist_records SELECT id, 'tasks', 'r1', '{"b":1,"a":2}', '{"b":1,"a":2}', 3,
-        '2025-01-02T03:04:05.678Z', '2026-02-03T04:05:06.789Z' FROM persist_stores;`);
+        '2025-01-02T03:04:05.678Z', '2026-02-03T04:05:06.789Z' FROM persist_stores;
+      INSERT INTO persist_records SELECT id, 'tasks', 'r2', '{"n":"a\\ufffd","m":"\\u0001"}', '{"n":"a\\u0000","m":"\\u0001"}', 1,
+        '2025-01-02T03:04:05.678Z', '2025-01-02T03:04:05.678Z' FROM persist_stores;`);
     const stores = await Promise.all([1, 2, 3].map(() => createStore(pgConfig("old", location))));
     try {
-      assert.equal(pgPsql(`SELECT string_agg(version::text, ',' ORDER BY version) FROM "${schema}".persist_migrations`).trim(), "1,2");
+      assert.equal(pgPsql(`SELECT string_agg(version::text, ',' ORDER BY version) FROM "${schema}".persist_migrations`).trim(), "1,2,3");
       const tasks = stores[0].records.collection("tasks");
       const doc = await tasks.get("r1");
       assert.deepEqual(doc, { id: "r1", version: 3, createdAt: "2025-01-02T03:04:05.678Z", updatedAt: "2026-02-03T04:05:06.789Z", data: { b: 1, a: 2 } });
@@ -219,6 +221,14 @@ describe("postgres adapter", { skip }, () => {
       assert.ok(updated.updatedAt > "2026-12-01", updated.updatedAt);
       const [found] = await stores[2].records.collection("tasks").find({ where: { a: { $gte: 3 } } }).toArray();
       assert.deepEqual(found, updated);
+      // Migration 3 stored the strings of r2 in the encoding queries compare.
+      assert.deepEqual((await tasks.get("r2")).data, { n: "a\u0000", m: "\u0001" });
+      const where = async (w) => (await tasks.find({ where: w }).toArray()).map((d) => d.id);
+      assert.deepEqual(await where({ n: "a\u0000" }), ["r2"]);
+      assert.deepEqual(await where({ n: "a\ufffd" }), []);
+      assert.deepEqual(await where({ n: { $lt: "a\u0001" } }), ["r2"]);
+      assert.deepEqual(await where({ m: "\u0001" }), ["r2"]);
+      assert.deepEqual(await where({ m: { $gt: "\u0000" } }), ["r2"]);
     } finally { await Promise.all(stores.map((s) => s.close())); }
   });
 

@@ -96,7 +96,43 @@ ALTER TABLE persist_records
 ALTER TABLE persist_records RENAME COLUMN created_at TO created_ms;
 ALTER TABLE persist_records RENAME COLUMN updated_at TO updated_ms;
 "#,
+    // 3: strings holding U+0000 or U+0001 in the `jsonb` copy of a document in the encoding of
+    // `query_sql::stored_string` (U+0000 was U+FFFD, which queries could not tell from a real
+    // U+FFFD): done in Rust by `reencode_docs`, after this (empty) step.
+    "",
 ];
+/// The version of `MIGRATIONS` after which `reencode_docs` runs.
+const REENCODE_DOCS: i32 = 3;
+
+/// Rewrites the `jsonb` copy of every document whose JSON text has a `\u0000` or `\u0001`
+/// escape (found by the text `\u000`, which also finds other escapes that need nothing) from
+/// its text, with `records::doc_text`.
+async fn reencode_docs(client: &Object) -> Result<()> {
+    let rows = client
+        .query(
+            "SELECT store_id, coll, id, raw FROM persist_records WHERE strpos(raw, E'\\\\u000') > 0",
+            &[],
+        )
+        .await
+        .map_err(pg_err)?;
+    let update = client
+        .prepare(
+            "UPDATE persist_records SET doc = $4::text::jsonb WHERE store_id = $1 AND coll = $2 AND id = $3",
+        )
+        .await
+        .map_err(pg_err)?;
+    for row in &rows {
+        let raw: &str = row.get(3);
+        if let Some(doc) = records::doc_text(raw) {
+            let (store, coll, id): (i32, &str, &str) = (row.get(0), row.get(1), row.get(2));
+            client
+                .execute(&update, &[&store, &coll, &id, &doc])
+                .await
+                .map_err(pg_err)?;
+        }
+    }
+    Ok(())
+}
 
 /// First key of every advisory lock this backend takes ("pers").
 const LOCK_CLASS: i32 = 0x7065_7273;
@@ -1026,6 +1062,9 @@ async fn migrate_once(client: &Object, schema: &str, name: &str, lock_key: i32) 
                 .batch_execute(&format!("SET LOCAL search_path = \"{schema}\"; {sql}"))
                 .await
                 .map_err(pg_err)?;
+            if version == REENCODE_DOCS {
+                reencode_docs(client).await?;
+            }
             client
                 .execute(
                     &format!("INSERT INTO \"{schema}\".persist_migrations (version) VALUES ($1)"),

@@ -3,8 +3,9 @@
 //!
 //! The SQL gives exactly the results of [`Filter::matches`] and [`compare_docs`]; what cannot be
 //! expressed exactly (equality or ranges on arrays and objects, numbers of magnitude 2^53 or
-//! more, strings holding U+0000, which `jsonb` cannot store) compiles to `None` and the caller
-//! evaluates that part in Rust.
+//! more, a path whose label holds U+0000 or U+0001) compiles to `None` and the caller evaluates
+//! that part in Rust. Strings holding U+0000, which `jsonb` cannot store, are compared in the
+//! encoding the `jsonb` copy stores them in ([`stored_string`]).
 //!
 //! How the type strictness is kept: a path's value is `doc -> 'a' -> 'b'` (the text form of `->`
 //! reads object members only, never array elements, as [`lookup`] does), SQL NULL when missing;
@@ -205,9 +206,34 @@ pub fn path_inlinable(path: &FieldPath) -> bool {
     !path.segments.is_empty() && path.segments.iter().all(|s| inlinable(s))
 }
 
-/// Whether Postgres can hold the label at all (text cannot hold U+0000).
+/// Whether a label can be looked up in SQL: one holding U+0000 or U+0001 is stored in the
+/// encoding of [`stored_string`], so such a path is left to the Rust evaluator.
 fn path_representable(path: &FieldPath) -> bool {
-    path.segments.iter().all(|s| !s.contains('\0'))
+    path.segments
+        .iter()
+        .all(|s| !s.contains(['\u{0}', '\u{1}']))
+}
+
+/// A string as the `jsonb` copy of a document holds it (`records::doc_text`): `jsonb` and
+/// `text` cannot hold U+0000, so U+0000 becomes U+0001 U+0001 and U+0001 becomes U+0001 U+0002.
+/// Every other character stays. The encoding keeps what queries compare: two strings are equal,
+/// one is a prefix of the other, or one sorts before the other in byte order exactly when the
+/// same holds for their encodings (both codes start with U+0001, below every character left as
+/// it is, and their second characters keep the order of U+0000 and U+0001; no code is a prefix
+/// of another). So a string operand is encoded and compared in SQL.
+pub fn stored_string(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains(['\u{0}', '\u{1}']) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for ch in s.chars() {
+        match ch {
+            '\u{0}' => out.push_str("\u{1}\u{1}"),
+            '\u{1}' => out.push_str("\u{1}\u{2}"),
+            _ => out.push(ch),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 fn label(f: &mut SqlFragment, seg: &str) {
@@ -259,16 +285,37 @@ pub fn text_expr(path: &FieldPath) -> SqlFragment {
 }
 
 /// `(raw::json -> 'a' -> 'b')::text`: the value's JSON text as the user wrote it.
+///
+/// `json`'s `->` decodes every string of the document and fails on a `\u0000` escape anywhere
+/// in it, so in a text holding one each such escape (one not itself escaped: preceded by an
+/// even number of backslashes) is swapped for `\uDBFF\uDFFF` before the cast and back in the
+/// text taken out. JSON.stringify, which wrote the text, never writes that pair as escapes (it
+/// writes U+10FFFF itself, and lower-case hex), so the swap back restores the text exactly.
 fn raw_text_expr(path: &FieldPath) -> SqlFragment {
+    let at = |f: &mut SqlFragment| {
+        for seg in &path.segments {
+            f.s(" -> ");
+            label(f, seg);
+        }
+    };
     let mut f = SqlFragment::new();
-    f.s("((raw::json");
-    for seg in &path.segments {
-        f.s(" -> ");
-        label(&mut f, seg);
-    }
-    f.s(")::text)");
+    f.s("(CASE WHEN strpos(raw, E'\\\\u0000') = 0 THEN (raw::json");
+    at(&mut f);
+    f.s(")::text ELSE regexp_replace((regexp_replace(raw, ")
+        .s(ESCAPED_NUL)
+        .s(", E'\\\\1\\\\\\\\uDBFF\\\\\\\\uDFFF', 'g')::json");
+    at(&mut f);
+    f.s(")::text, ")
+        .s(ESCAPED_STAND_IN)
+        .s(", E'\\\\1\\\\\\\\u0000', 'g') END)");
     f
 }
+
+/// Regular expressions (as SQL literals) of a `\u0000` escape and of its stand-in in
+/// [`raw_text_expr`], the backslashes before them in the first group.
+/// Their `?` is written `\x3F`: a `?` in the SQL text is a placeholder ([`number_placeholders`]).
+const ESCAPED_NUL: &str = r"E'(\x3F<!\\\\)((\x3F:\\\\\\\\)*)\\\\u0000'";
+const ESCAPED_STAND_IN: &str = r"E'(\x3F<!\\\\)((\x3F:\\\\\\\\)*)\\\\uDBFF\\\\uDFFF'";
 
 /// 2^53: below it every integer is an exact f64, so Postgres's exact numeric comparison and the
 /// Rust side's f64 comparison agree.
@@ -281,10 +328,6 @@ fn number_text(n: &Number) -> Option<String> {
     }
     let f = n.as_f64()?;
     (f.is_finite() && f.abs() < EXACT_LIMIT).then(|| n.to_string())
-}
-
-fn string_ok(s: &str) -> bool {
-    !s.contains('\0')
 }
 
 /// `(<type check> AND <value> <cmp> ?)` for a number or string operand; with `numeric` (the
@@ -332,7 +375,7 @@ fn compare(path: &FieldPath, cmp: &str, v: &Value, numeric: bool) -> Option<SqlF
                 .json_param(text)
                 .s(")");
         }
-        Value::String(s) if string_ok(s) => {
+        Value::String(s) => {
             f.s("(")
                 .json_type(path)
                 .s(" = 'string' AND ")
@@ -340,7 +383,7 @@ fn compare(path: &FieldPath, cmp: &str, v: &Value, numeric: bool) -> Option<SqlF
                 .s(" ")
                 .s(cmp)
                 .s(" ")
-                .param(s.clone())
+                .param(stored_string(s).into_owned())
                 .s(")");
         }
         _ => return None,
@@ -354,7 +397,7 @@ fn scalar_json(v: &Value) -> Option<String> {
         Value::Null => Some("null".into()),
         Value::Bool(b) => Some(b.to_string()),
         Value::Number(n) => number_text(n),
-        Value::String(s) if string_ok(s) => Some(v.to_string()),
+        Value::String(s) => Some(Value::String(stored_string(s).into_owned()).to_string()),
         _ => None,
     }
 }
@@ -469,16 +512,14 @@ fn prefix_sql(path: &FieldPath, prefix: &str) -> Option<SqlFragment> {
         f.json_type(path).s(" = 'string'");
         return Some(f);
     }
-    if !string_ok(prefix) {
-        return None;
-    }
+    let prefix = stored_string(prefix);
     f.s("(")
         .json_type(path)
         .s(" = 'string' AND ")
         .text(path)
         .s(" >= ")
         .param(prefix.to_string());
-    if let Some(upper) = crate::validate::prefix_successor(prefix) {
+    if let Some(upper) = crate::validate::prefix_successor(&prefix) {
         f.s(" AND ").text(path).s(" < ").param(upper);
     }
     f.s(")");
@@ -836,7 +877,7 @@ fn key_after(path: &FieldPath, v: Option<&Value>, desc: bool) -> Result<Option<S
 
 /// A keyset condition selecting the rows strictly after the document (`after_id`,
 /// `after_data`) in the order of `order` (then id ascending). `None` when a sort key value of
-/// that document is an array, an object, a number of magnitude >= 2^53 or holds U+0000.
+/// that document is an array, an object or a number of magnitude >= 2^53.
 pub fn after_sql(order: &[SortKey], after_id: &str, after_data: &Value) -> Option<SqlFragment> {
     let mut terms: Vec<SqlFragment> = Vec::new();
     let mut equal_prefix: Vec<SqlFragment> = Vec::new();
@@ -892,6 +933,44 @@ mod tests {
         where_sql(&parse_where(&v).unwrap(), &Form::index())
     }
 
+    /// The encoding keeps equality, prefixes, byte order and prefix ranges, and never holds
+    /// U+0000: every pair of strings of up to three characters from an alphabet around it.
+    #[test]
+    fn stored_strings_compare_as_the_strings_do() {
+        let alphabet = ['\u{0}', '\u{1}', '\u{2}', 'a', '\u{e9}', '\u{fffd}'];
+        let mut all = vec![String::new()];
+        for len in 1..=3 {
+            let shorter: Vec<String> = all
+                .iter()
+                .filter(|s| s.chars().count() == len - 1)
+                .cloned()
+                .collect();
+            for s in shorter {
+                for c in alphabet {
+                    all.push(format!("{s}{c}"));
+                }
+            }
+        }
+        for x in &all {
+            let ex = stored_string(x);
+            assert!(!ex.contains('\u{0}'));
+            for y in &all {
+                let ey = stored_string(y);
+                assert_eq!(x.cmp(y), ex.cmp(&ey), "{x:?} {y:?}");
+                assert_eq!(
+                    x.starts_with(y.as_str()),
+                    ex.starts_with(ey.as_ref()),
+                    "{x:?} {y:?}"
+                );
+                if !y.is_empty() {
+                    let upper = crate::validate::prefix_successor(&ey);
+                    let in_range = *ex >= *ey && upper.as_deref().is_none_or(|u| ex.as_ref() < u);
+                    assert_eq!(in_range, x.starts_with(y.as_str()), "{x:?} {y:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn shapes() {
         let f = w(json!({"priority": {"$gte": 3}})).unwrap();
@@ -931,7 +1010,15 @@ mod tests {
         assert_eq!(w(json!({})).unwrap().sql, "TRUE");
         assert!(w(json!({"a": [1]})).is_none());
         assert!(w(json!({"a": 9007199254740992i64})).is_none());
-        assert!(w(json!({"a": "x\u{0}"})).is_none());
+        // A string with U+0000 is compared in its stored form; a label with it is left to Rust.
+        assert_eq!(
+            w(json!({"a": "x\u{0}\u{1}"})).unwrap().params,
+            vec![SqlParam::Json(
+                "\"x\\u0001\\u0001\\u0001\\u0002\"".to_string()
+            )]
+        );
+        assert!(w(json!({"a\u{0}": "x"})).is_none());
+        assert!(w(json!({"a\u{1}": "x"})).is_none());
         let f = w(json!({"x') OR 1=1 --": {"$eq": "'; DROP TABLE records; --"}})).unwrap();
         assert!(!f.sql.contains("DROP") && !f.sql.contains("OR 1=1"));
         let (sql, next) = number_placeholders("a = ?::text AND b = ?::text", 3);

@@ -28,12 +28,15 @@ fn doc_from_row(r: &Row) -> Doc {
     }
 }
 
-/// The `jsonb` copy of a document, when it must differ from the raw text: `jsonb` cannot hold
-/// U+0000, so that escape is indexed as U+FFFD. The raw text is kept exactly; queries that
-/// mention U+0000 are answered in Rust from it. A lone UTF-16 surrogate escape (`\ud800`), which
-/// `jsonb` refuses too, is replaced the same way: index.js refuses such values before they get
-/// here, and this keeps any other caller's document from failing its whole statement.
-fn doc_text(raw: &str) -> Option<String> {
+/// The `jsonb` copy of a document, when it must differ from the raw text. `jsonb` cannot hold
+/// U+0000, so its strings (and keys) are stored in the encoding of
+/// [`query_sql::stored_string`]: U+0000 as U+0001 U+0001 and U+0001 as U+0001 U+0002, which keeps
+/// equality, prefixes and byte order, so queries compare them in SQL exactly as the Rust
+/// evaluator does (their string operands are encoded the same way). The raw text is kept
+/// exactly and is what reads return. A lone UTF-16 surrogate escape (`\ud800`), which `jsonb`
+/// refuses too, is stored as U+FFFD: index.js refuses such values before they get here, and
+/// this keeps any other caller's document from failing its whole statement.
+pub(crate) fn doc_text(raw: &str) -> Option<String> {
     if !raw.contains("\\u") {
         return None;
     }
@@ -60,11 +63,17 @@ fn doc_text(raw: &str) -> Option<String> {
         let paired = (0xD800..0xDC00).contains(&unit)
             && b.get(i + 6..i + 8) == Some(b"\\u")
             && hex(i + 8).is_some_and(|low| (0xDC00..0xE000).contains(&low));
+        let stored = match unit {
+            0 => Some("\\u0001\\u0001"),
+            1 => Some("\\u0001\\u0002"),
+            0xD800..0xE000 if !paired => Some("\\ufffd"),
+            _ => None,
+        };
         if paired {
             i += 12;
-        } else if unit == 0 || (0xD800..0xE000).contains(&unit) {
+        } else if let Some(stored) = stored {
             out.push_str(&raw[copied..i]);
-            out.push_str("\\ufffd");
+            out.push_str(stored);
             i += 6;
             copied = i;
             changed = true;
@@ -583,9 +592,31 @@ mod tests {
         assert_eq!(doc_text(r#"{"a":"\ud83d\ude00"}"#), None);
         // An escaped backslash followed by "u0000" is text, not an escape.
         assert_eq!(doc_text(r#"{"a":"\\u0000"}"#), None);
+        // U+0000 and U+0001 in the encoding of `stored_string`, in values and keys.
         assert_eq!(
-            doc_text(r#"{"a":"x\u0000y","\u0000":1}"#).as_deref(),
-            Some(r#"{"a":"x\ufffdy","\ufffd":1}"#)
+            doc_text(r#"{"a":"x\u0000y","\u0000":1,"b":"\u0001\u0000\u0002"}"#).as_deref(),
+            Some(r#"{"a":"x\u0001\u0001y","\u0001\u0001":1,"b":"\u0001\u0002\u0001\u0001\u0002"}"#)
+        );
+        // The copy's strings are the stored form of the raw text's strings.
+        let raw = r#"{"k\u0001":["\u0000a\u0001", "\\u0000", "\u00e9"]}"#;
+        let copy: serde_json::Value =
+            serde_json::from_str(&doc_text(raw).expect("a copy")).unwrap();
+        let orig: serde_json::Value = serde_json::from_str(raw).unwrap();
+        let (orig, copy) = (&orig.as_object().unwrap(), &copy.as_object().unwrap());
+        let (k, v) = orig.iter().next().unwrap();
+        let stored: Vec<serde_json::Value> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                super::query_sql::stored_string(s.as_str().unwrap())
+                    .into_owned()
+                    .into()
+            })
+            .collect();
+        assert_eq!(
+            copy.get(super::query_sql::stored_string(k).as_ref()),
+            Some(&stored.into())
         );
         // Lone surrogates, high or low, at the end or before another escape.
         assert_eq!(
