@@ -21,12 +21,25 @@ impl Chunker {
         if self.pending.is_empty() && piece.len() == self.size {
             return vec![piece];
         }
-        self.pending.extend_from_slice(&piece);
+        // Each chunk is its own allocation of `size` bytes and each byte is copied once (a large
+        // piece cut by `split_off` was copied again for every chunk, and every chunk kept the
+        // capacity of all that followed it).
         let mut full = Vec::new();
-        while self.pending.len() >= self.size {
-            let rest = self.pending.split_off(self.size);
-            full.push(std::mem::replace(&mut self.pending, rest));
+        let mut rest: &[u8] = &piece;
+        if !self.pending.is_empty() {
+            let take = (self.size - self.pending.len()).min(rest.len());
+            self.pending.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.pending.len() == self.size {
+                full.push(std::mem::take(&mut self.pending));
+            }
         }
+        while rest.len() >= self.size {
+            let (chunk, after) = rest.split_at(self.size);
+            full.push(chunk.to_vec());
+            rest = after;
+        }
+        self.pending.extend_from_slice(rest);
         full
     }
 
@@ -66,6 +79,17 @@ mod tests {
         assert_eq!(c.push(vec![1; 150]).len(), 1);
         assert_eq!(c.finish().map(|l| l.len()), Some(50));
         assert_eq!(c.finish(), None);
+    }
+
+    #[test]
+    fn a_large_piece_becomes_chunks_of_their_own_size() {
+        let mut chunker = Chunker::new(100);
+        assert!(chunker.push(vec![1; 30]).is_empty());
+        let full = chunker.push(vec![2; 1050]);
+        assert_eq!(full.len(), 10);
+        assert!(full.iter().all(|c| c.len() == 100 && c.capacity() <= 200));
+        assert_eq!(&full[0][..31], &[[1u8; 30].as_slice(), &[2]].concat()[..]);
+        assert_eq!(chunker.finish(), Some(vec![2; 80]));
     }
 
     #[test]
