@@ -433,42 +433,50 @@ describe("postgres adapter", { skip }, () => {
     try {
       const before = Buffer.alloc(1000, 1);
       await store.blobs.put("b", before);
-      // A streamed put that writes its first chunks, then waits.
-      let release;
-      const gate = new Promise((r) => { release = r; });
-      async function* slowBody() {
-        yield Buffer.alloc(1536 * 1024, 2);
-        await gate;
-        yield Buffer.alloc(1536 * 1024, 3);
-      }
-      const putting = store.blobs.put("b", slowBody());
-      putting.catch(() => {});
+      // A streamed put of 1.5 MiB pieces (index.js hands them over in 1 MiB slices, which
+      // make 256 KiB chunks) that waits before each piece after the first until `next()`.
+      const PIECE = 1536 * 1024;
+      const gated = (fills) => {
+        let open = () => {};
+        async function* body() {
+          for (const [i, fill] of fills.entries()) {
+            if (i > 0) await new Promise((r) => { open = r; });
+            yield Buffer.alloc(PIECE, fill);
+          }
+        }
+        return { body: body(), next: () => open() };
+      };
       const pending = () => Number(pgPsql(`SELECT count(*) FROM "${schema}".persist_blob_chunks c JOIN "${schema}".persist_blob_bodies b ON b.id = c.body_id WHERE NOT b.committed`).trim());
-      await waitUntil(() => pending() >= 1, 20_000);
+      const age = (hours) => pgPsql(`UPDATE "${schema}".persist_blob_bodies SET started_at = started_at - ${hours} * 3600 * 1000 WHERE NOT committed`);
+
+      const CHUNKS = PIECE / (256 * 1024); // a piece is whole chunks
+      const stale = gated([2, 3]);
+      const putting = store.blobs.put("b", stale.body);
+      putting.catch(() => {});
+      await waitUntil(() => pending() === CHUNKS, 20_000);
       // A day passes without a chunk; the next put collects the body.
-      pgPsql(`UPDATE "${schema}".persist_blob_bodies SET started_at = started_at - 25 * 3600 * 1000 WHERE NOT committed`);
+      age(25);
       await store.blobs.put("c", "x");
       assert.equal(pending(), 0);
-      release();
+      stale.next();
       await assert.rejects(putting, (e) => e instanceof PersistError && e.code === "CONFLICT" && /collected/.test(e.message));
       assert.ok((await store.blobs.get("b")).equals(before), "the previous blob is whole");
-      // An upload that is slow but alive is not collected: each chunk moves its time on.
-      let release2;
-      const gate2 = new Promise((r) => { release2 = r; });
-      async function* aliveBody() {
-        yield Buffer.alloc(1536 * 1024, 4);
-        await gate2;
-        yield Buffer.alloc(1536 * 1024, 5);
-      }
-      const alive = store.blobs.put("d", aliveBody());
-      await waitUntil(() => pending() >= 1, 20_000);
-      pgPsql(`UPDATE "${schema}".persist_blob_bodies SET started_at = started_at - 23 * 3600 * 1000 WHERE NOT committed`);
+
+      // An upload that is slow but alive is not collected: each chunk moves its time on. It
+      // started 46 hours before the collection, its last chunk 23 hours before.
+      const alive = gated([4, 5, 6]);
+      const putAlive = store.blobs.put("d", alive.body);
+      await waitUntil(() => pending() === CHUNKS, 20_000);
+      age(23);
+      alive.next();
+      await waitUntil(() => pending() === 2 * CHUNKS, 20_000);
+      age(23);
       await store.blobs.put("e", "y");
-      release2();
-      assert.equal((await alive).size, 2 * 1536 * 1024);
+      alive.next();
+      assert.equal((await putAlive).size, 3 * PIECE);
       const d = await store.blobs.get("d");
-      assert.equal(d.length, 2 * 1536 * 1024);
-      assert.ok(d.subarray(0, 1536 * 1024).every((x) => x === 4) && d.subarray(1536 * 1024).every((x) => x === 5));
+      assert.equal(d.length, 3 * PIECE);
+      [4, 5, 6].forEach((fill, i) => assert.ok(d.subarray(i * PIECE, (i + 1) * PIECE).every((x) => x === fill), `piece ${i}`));
       assert.equal(bodies(), "4|0", "b, c, d and e: one committed body each, none waiting");
 
       // Puts of one new key at once, and puts replacing and deleting a key: the bodies left are
