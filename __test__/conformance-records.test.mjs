@@ -274,6 +274,31 @@ await conformance("records", (a) => {
     assert.equal(JSON.stringify(found.data), JSON.stringify(docs.flat));
   });
 
+  it("arrays and objects holding numbers sort by the text JSON.stringify gives them (1e+21, 0.000005), in pages too", async (t) => {
+    const s = await openFresh(a, t);
+    const col = s.records.collection("numtext");
+    const docs = { e1: [1e21], e2: [1e-7], e3: [0.000005], e4: [18446744073709552000], e5: [2], e6: { n: 1e21 }, e7: { n: 5e-7 } };
+    await Promise.all(Object.entries(docs).map(([id, v]) => col.put(id, { v })));
+    const text = (id) => JSON.stringify(docs[id]);
+    const byText = (ids) => [...ids].sort((x, y) => (text(x) < text(y) ? -1 : text(x) > text(y) ? 1 : 0));
+    const arrays = byText(["e1", "e2", "e3", "e4", "e5"]);
+    const objects = byText(["e6", "e7"]);
+    assert.deepEqual(arrays, ["e3", "e4", "e1", "e2", "e5"]); // the rule, spelled out
+    for (const [direction, expected] of [["asc", [...arrays, ...objects]], ["desc", [...objects.reverse(), ...arrays.reverse()]]]) {
+      const orderBy = { field: "v", direction };
+      assert.deepEqual(ids(await col.find({ orderBy }).toArray()), expected, direction);
+      const paged = [];
+      let after;
+      for (;;) {
+        const page = ids(await col.find({ orderBy, limit: 1, ...(after ? { after } : {}) }).toArray());
+        paged.push(...page);
+        if (page.length < 1) break;
+        after = page[0];
+      }
+      assert.deepEqual(paged, expected, `${direction} in pages of 1`);
+    }
+  });
+
   it("arrays sort before objects, each by its minified JSON text with keys in the order written; paged the same", async (t) => {
     const s = await openFresh(a, t);
     const col = s.records.collection("composite");

@@ -533,8 +533,87 @@ pub fn compare_json(a: Option<&Value>, b: Option<&Value>) -> Ordering {
     }
 }
 
+/// The JSON text JSON.stringify gives the value, which is what the stores that sort in SQL
+/// compare (the text index.js wrote): serde's text differs for some numbers (`1e21` where
+/// JavaScript writes `1e+21`, `5e-6` for `0.000005`), and a page sorted in SQL followed by one
+/// sorted here would then skip or repeat documents.
 fn minified(v: &Value) -> String {
-    serde_json::to_string(v).unwrap_or_default()
+    let mut out = String::new();
+    write_minified(v, &mut out);
+    out
+}
+
+fn write_minified(v: &Value, out: &mut String) {
+    match v {
+        Value::Number(n) => out.push_str(&js_number_text(n)),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_minified(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(members) => {
+            out.push('{');
+            for (i, (k, item)) in members.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                // Strings escape the same way in both (JSON.stringify's well-formed form).
+                out.push_str(&serde_json::to_string(k).unwrap_or_default());
+                out.push(':');
+                write_minified(item, out);
+            }
+            out.push('}');
+        }
+        other => out.push_str(&serde_json::to_string(other).unwrap_or_default()),
+    }
+}
+
+/// A number as JavaScript's `Number.prototype.toString()` writes it (ECMA-262 Number::toString):
+/// the shortest digits that round-trip, as an integer or decimal when the point falls within
+/// 21 digits (or up to 6 zeros after it), else with an exponent written `e+N` / `e-N`.
+pub(crate) fn js_number_text(n: &serde_json::Number) -> String {
+    if n.is_i64() || n.is_u64() {
+        return n.to_string();
+    }
+    let x = n.as_f64().unwrap_or(0.0);
+    if x == 0.0 || !x.is_finite() {
+        return "0".into();
+    }
+    // Rust's `{:e}` gives the shortest round-trip digits: `-1.2345e-7`.
+    let sci = format!("{:e}", x.abs());
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let k = digits.len() as i32;
+    let point = exp.parse::<i32>().unwrap_or(0) + 1; // digits before the decimal point
+    let sign = if x < 0.0 { "-" } else { "" };
+    let body = if k <= point && point <= 21 {
+        format!("{digits}{}", "0".repeat((point - k) as usize))
+    } else if 0 < point && point <= 21 {
+        format!(
+            "{}.{}",
+            &digits[..point as usize],
+            &digits[point as usize..]
+        )
+    } else if -6 < point && point <= 0 {
+        format!("0.{}{digits}", "0".repeat((-point) as usize))
+    } else {
+        let e = point - 1;
+        let e = if e < 0 {
+            format!("-{}", -e)
+        } else {
+            format!("+{e}")
+        };
+        match digits.split_at(1) {
+            (first, "") => format!("{first}e{e}"),
+            (first, rest) => format!("{first}.{rest}e{e}"),
+        }
+    };
+    format!("{sign}{body}")
 }
 
 /// Orders two documents: by each sort key (descending flips it), then by id ascending (byte
@@ -567,6 +646,36 @@ mod tests {
     use super::*;
     use crate::error::ErrorCode;
     use serde_json::json;
+
+    #[test]
+    fn numbers_in_sorted_arrays_are_written_as_javascript_writes_them() {
+        let cases = [
+            (1e21, "1e+21"),
+            (1e20, "100000000000000000000"),
+            (123.456, "123.456"),
+            (0.000005, "0.000005"),
+            (5e-7, "5e-7"),
+            (1e-7, "1e-7"),
+            (0.1, "0.1"),
+            (-1.5e-10, "-1.5e-10"),
+            (1.7976931348623157e308, "1.7976931348623157e+308"),
+            (18446744073709552000.0, "18446744073709552000"),
+            (2.5, "2.5"),
+            (1.2345678901234568e21, "1.2345678901234568e+21"),
+            (123456789012345680000.0, "123456789012345680000"),
+            (5e-324, "5e-324"),
+            (-0.000001234, "-0.000001234"),
+            (100.0, "100"),
+            (1e-6, "0.000001"),
+        ];
+        for (x, js) in cases {
+            let n = serde_json::Number::from_f64(x).unwrap();
+            assert_eq!(js_number_text(&n), js, "{x:e}");
+        }
+        assert_eq!(js_number_text(&serde_json::Number::from(-42i64)), "-42");
+        let v: Value = serde_json::from_str(r#"[1e21,{"b":0.000005,"a":"x\u0000"},5e-7]"#).unwrap();
+        assert_eq!(minified(&v), r#"[1e+21,{"b":0.000005,"a":"x\u0000"},5e-7]"#);
+    }
 
     fn path(s: &str) -> FieldPath {
         FieldPath::parse(s).unwrap()
