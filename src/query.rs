@@ -10,7 +10,8 @@
 //!   order. `{f: null}` matches a present JSON null only; `$ne`/`$nin` also match a missing field.
 //! - `$gt/$gte/$lt/$lte` need the field present and of the operand's type rank, then compare
 //!   within the type: `false < true`, numbers numerically, strings by UTF-8 byte order, arrays and
-//!   objects by their minified JSON text.
+//!   objects by their minified JSON text as JSON.stringify writes it (keys in the order written,
+//!   numbers as JavaScript writes them: `1e+21`, `0.000005`).
 
 use std::cmp::Ordering;
 
@@ -527,7 +528,9 @@ pub fn compare_json(a: Option<&Value>, b: Option<&Value>) -> Ordering {
         (Some(Value::Number(x)), Some(Value::Number(y))) => compare_numbers(x, y),
         (Some(Value::String(x)), Some(Value::String(y))) => x.cmp(y),
         (Some(x @ Value::Array(_)), Some(y @ Value::Array(_)))
-        | (Some(x @ Value::Object(_)), Some(y @ Value::Object(_))) => minified(x).cmp(&minified(y)),
+        | (Some(x @ Value::Object(_)), Some(y @ Value::Object(_))) => {
+            stringified(x).cmp(&stringified(y))
+        }
         // Both missing or both null.
         _ => Ordering::Equal,
     }
@@ -537,13 +540,13 @@ pub fn compare_json(a: Option<&Value>, b: Option<&Value>) -> Ordering {
 /// compare (the text index.js wrote): serde's text differs for some numbers (`1e21` where
 /// JavaScript writes `1e+21`, `5e-6` for `0.000005`), and a page sorted in SQL followed by one
 /// sorted here would then skip or repeat documents.
-fn minified(v: &Value) -> String {
+pub(crate) fn stringified(v: &Value) -> String {
     let mut out = String::new();
-    write_minified(v, &mut out);
+    write_stringified(v, &mut out);
     out
 }
 
-fn write_minified(v: &Value, out: &mut String) {
+fn write_stringified(v: &Value, out: &mut String) {
     match v {
         Value::Number(n) => out.push_str(&js_number_text(n)),
         Value::Array(items) => {
@@ -552,7 +555,7 @@ fn write_minified(v: &Value, out: &mut String) {
                 if i > 0 {
                     out.push(',');
                 }
-                write_minified(item, out);
+                write_stringified(item, out);
             }
             out.push(']');
         }
@@ -565,7 +568,7 @@ fn write_minified(v: &Value, out: &mut String) {
                 // Strings escape the same way in both (JSON.stringify's well-formed form).
                 out.push_str(&serde_json::to_string(k).unwrap_or_default());
                 out.push(':');
-                write_minified(item, out);
+                write_stringified(item, out);
             }
             out.push('}');
         }
@@ -674,7 +677,10 @@ mod tests {
         }
         assert_eq!(js_number_text(&serde_json::Number::from(-42i64)), "-42");
         let v: Value = serde_json::from_str(r#"[1e21,{"b":0.000005,"a":"x\u0000"},5e-7]"#).unwrap();
-        assert_eq!(minified(&v), r#"[1e+21,{"b":0.000005,"a":"x\u0000"},5e-7]"#);
+        assert_eq!(
+            stringified(&v),
+            r#"[1e+21,{"b":0.000005,"a":"x\u0000"},5e-7]"#
+        );
     }
 
     fn path(s: &str) -> FieldPath {

@@ -701,7 +701,8 @@ mod tests {
             .prepare("INSERT INTO records VALUES (?1, ?2, ?3, ?4, 1, '', '')")
             .unwrap();
         for (id, doc) in docs {
-            let text = serde_json::to_string(doc).unwrap();
+            // As index.js stores it: JSON.stringify's text.
+            let text = crate::query::stringified(doc);
             insert.execute(rusqlite::params![1, "c", id, text]).unwrap();
             // Noise in another store and collection.
             insert.execute(rusqlite::params![2, "c", id, text]).unwrap();
