@@ -93,6 +93,40 @@ test("setMany is all or nothing when the adapter fails midway", async () => {
   assert.deepEqual(await store.kv.getMany(["k1", "k2", "k3", "k4"]), [undefined, undefined, undefined, undefined]);
 });
 
+test("a failed setMany puts keys back only once their writes have settled; a key it could not put back is named in the error", async () => {
+  const map = new Map();
+  const base = mapAdapter(map);
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  let mode = "slow-a";
+  let refuseB = false; // once: the new value of b, not its old one put back
+  const adapter = {
+    ...base,
+    async put(k, v) {
+      if (mode === "slow-a" && k === "kv/a") { await sleep(300); return base.put(k, v); } // lands after b failed
+      if (refuseB && k === "kv/b") { refuseB = false; throw new Error("b refused"); }
+      if (mode === "flapping" && k === "kv/a") { mode = "down"; return base.put(k, v); }
+      if (mode === "down") throw new Error("adapter down");
+      return base.put(k, v);
+    },
+  };
+  const store = await createStore({ name: name(), adapter });
+  mode = "ok";
+  await store.kv.setMany([{ key: "a", value: "old" }, { key: "b", value: "old" }]);
+  mode = "slow-a";
+  refuseB = true;
+  await rejectsWith(store.kv.setMany([{ key: "a", value: "new" }, { key: "b", value: "new" }]), "ADAPTER", (e) =>
+    assert.doesNotMatch(e.message, /could not be put back/));
+  await sleep(400);
+  assert.deepEqual(await store.kv.getMany(["a", "b"]), ["old", "old"]);
+  // The write of a lands, b's fails, and then the adapter refuses to put a back.
+  mode = "flapping";
+  refuseB = true;
+  await rejectsWith(store.kv.setMany([{ key: "a", value: "new" }, { key: "b", value: "new" }]), "ADAPTER", (e) =>
+    assert.match(e.message, /b refused.*2 of its keys could not be put back/));
+  mode = "ok";
+  assert.deepEqual(await store.kv.getMany(["a", "b"]), ["new", "old"]);
+});
+
 test("results of the wrong type become ADAPTER", async () => {
   for (const bad of [() => () => 1, () => Symbol("s"), () => 10n]) {
     const store = await createStore({ name: name(), adapter: { ...mapAdapter(), async get() { return bad(); } } });

@@ -4,9 +4,12 @@
 //!
 //! What a four-call store cannot give, this layer gives within one process: per-key locks make
 //! compare-and-set, `update` and event seq allocation atomic against other calls of the same
-//! store object; `setMany` and multi-event appends become visible all at once (events through
-//! the stream head written last) or are rolled back. Several processes sharing one custom
-//! adapter get none of that from us: see the README.
+//! store object. A multi-event append becomes visible all at once (through the stream head,
+//! written last). `setMany` is all or nothing in its outcome: on a failure every key is put back
+//! as it was once all its writes have settled (and the error says so if some could not be), but
+//! a `get` made while it runs may see some of its keys already written: four calls give no
+//! snapshot to read from. Several processes sharing one custom adapter get none of that from
+//! us: see the README.
 
 pub mod direct;
 pub mod layout;
@@ -1011,25 +1014,37 @@ impl Backend for KeyspaceBackend {
             .buffered(IO_CONCURRENCY)
             .try_collect()
             .await?;
-        let written = stream::iter(last.into_values())
+        // Every write is let finish, failed or not, before anything is put back: a write still
+        // in flight (an adapter call already made) could otherwise land after its key's old
+        // value was restored.
+        let written: Vec<Result<KvEntry>> = stream::iter(last.into_values())
             .map(|set| self.kv_write(set))
             .buffer_unordered(IO_CONCURRENCY)
-            .try_for_each(|_| async { Ok(()) })
+            .collect()
             .await;
-        if let Err(err) = written {
-            let _ = stream::iter(previous)
-                .map(|(key, old)| async move {
-                    match old {
-                        Some(value) => self.store.put(&key, value).await,
-                        None => self.store.delete(&key).await,
-                    }
-                })
-                .buffer_unordered(IO_CONCURRENCY)
-                .collect::<Vec<_>>()
-                .await;
+        let Some(mut err) = written.into_iter().find_map(|r| r.err()) else {
+            return Ok(());
+        };
+        let restored: Vec<Result<()>> = stream::iter(previous)
+            .map(|(key, old)| async move {
+                match old {
+                    Some(value) => self.store.put(&key, value).await,
+                    None => self.store.delete(&key).await,
+                }
+            })
+            .buffer_unordered(IO_CONCURRENCY)
+            .collect()
+            .await;
+        let unrestored = restored.iter().filter(|r| r.is_err()).count();
+        if unrestored == 0 {
             return Err(err);
         }
-        Ok(())
+        // Said, not hidden: the caller must not take the batch for rolled back.
+        err.message = format!(
+            "{} (and {unrestored} of its keys could not be put back as they were: they may hold the new value)",
+            err.message
+        );
+        Err(err)
     }
 
     async fn kv_delete(&self, key: String, if_version: Option<String>) -> Result<bool> {
