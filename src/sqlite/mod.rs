@@ -198,6 +198,26 @@ fn writer_loop(state: Arc<WriterState>, jobs: mpsc::Receiver<Box<dyn WriteJob>>)
     drop(state.conn.lock().unwrap_or_else(|e| e.into_inner()).take());
 }
 
+/// The error of a write not run because SQLite rolled its batch's transaction back.
+fn batch_rolled_back() -> PersistError {
+    PersistError::internal(
+        "sqlite: an earlier error in this write's batch made SQLite roll the batch back; nothing of this write was done",
+    )
+}
+
+/// The sets of one tick, one statement each, in the transaction `c` holds; once SQLite has
+/// rolled that transaction back by itself (see `run_batch`), the rest are not run.
+fn sets_in_transaction(c: &Connection, store: i64, sets: Vec<KvSet>) -> Vec<Result<KvEntry>> {
+    sets.into_iter()
+        .map(|set| {
+            if c.is_autocommit() {
+                return Err(batch_rolled_back());
+            }
+            kv::set(c, store, set)
+        })
+        .collect()
+}
+
 /// One group commit; returns each job's finisher with the commit's outcome.
 fn run_batch(
     state: &WriterState,
@@ -217,6 +237,15 @@ fn run_batch(
     let finishers: Vec<_> = batch
         .into_iter()
         .map(|job| {
+            // SQLite rolls the whole transaction back by itself after some errors (I/O, a full
+            // disk, out of memory). A job run after that would run outside it, in a savepoint
+            // that commits on release, and then be answered with the batch's failure: so the
+            // rest of the batch is not run (the COMMIT below fails, and answers the jobs run).
+            if conn.is_autocommit() {
+                all_ok = false;
+                job.fail(batch_rolled_back());
+                return Box::new(|_| {}) as Finish;
+            }
             let (ok, finish) = job.run(conn, isolate);
             all_ok &= ok;
             finish
@@ -674,12 +703,7 @@ impl Backend for SqliteBackend {
         let outcome = self
             // No savepoint per set: `kv::set` writes with one statement, which SQLite undoes
             // alone when it fails, and a failed `ifVersion` check writes nothing.
-            .write(move |c| {
-                Ok(sets
-                    .into_iter()
-                    .map(|set| kv::set(c, store, set))
-                    .collect::<Vec<_>>())
-            })
+            .write(move |c| Ok(sets_in_transaction(c, store, sets)))
             .await;
         match outcome {
             Ok(results) => results,
@@ -700,12 +724,7 @@ impl Backend for SqliteBackend {
         let store = self.shared.store_id;
         let count = sets.len();
         // Each set fails alone without a savepoint (see `kv_set_each`).
-        let outcome = tx.commit_with(move |c| {
-            Ok(sets
-                .into_iter()
-                .map(|set| kv::set(c, store, set))
-                .collect::<Vec<_>>())
-        });
+        let outcome = tx.commit_with(move |c| Ok(sets_in_transaction(c, store, sets)));
         SetsNow::Done(match outcome {
             Ok(results) => results,
             Err(err) => (0..count).map(|_| Err(err.clone())).collect(),
@@ -940,6 +959,62 @@ impl Backend for SqliteBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// SQLite may end a transaction by itself after an error (I/O, a full disk, out of memory);
+    /// simulated here by a job that runs `ROLLBACK`. The job after it must not run: it would run
+    /// outside the transaction, commit on its own, and still be answered with the failure.
+    #[test]
+    fn a_batch_that_sqlite_rolled_back_runs_no_more_jobs() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
+        let state = WriterState {
+            conn: Mutex::new(None),
+            queued: AtomicUsize::new(0),
+            committed: AtomicU64::new(0),
+            changed: tokio::sync::watch::channel(0).0,
+        };
+        let mut replies = Vec::new();
+        let mut jobs: Vec<Box<dyn WriteJob>> = Vec::new();
+        let works: Vec<Box<dyn FnOnce(&Connection) -> Result<()> + Send>> = vec![
+            Box::new(|c| {
+                c.execute("INSERT INTO t VALUES (1)", [])
+                    .map(drop)
+                    .map_err(sql_err)
+            }),
+            Box::new(|c| {
+                c.execute_batch("ROLLBACK").map_err(sql_err)?;
+                Err(PersistError::internal("disk I/O error (simulated)"))
+            }),
+            Box::new(|c| {
+                c.execute("INSERT INTO t VALUES (3)", [])
+                    .map(drop)
+                    .map_err(sql_err)
+            }),
+        ];
+        for work in works {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            replies.push(rx);
+            jobs.push(Box::new(Job { work, reply: tx }));
+        }
+        for (finish, commit) in run_batch(&state, &conn, jobs) {
+            finish(commit);
+        }
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 0, "nothing of the batch is in the table");
+        for mut rx in replies {
+            assert!(rx.try_recv().expect("answered").is_err());
+        }
+        // The connection is usable afterwards.
+        assert!(conn.is_autocommit());
+
+        // The sets of one tick stop the same way.
+        conn.execute_batch("BEGIN").unwrap();
+        conn.execute_batch("ROLLBACK").unwrap();
+        let results = sets_in_transaction(&conn, 1, vec![set("k", "1", IfVersion::Any)]);
+        assert!(results[0].is_err());
+    }
 
     fn set(key: &str, value: &str, if_version: IfVersion<String>) -> KvSet {
         KvSet {
