@@ -975,7 +975,8 @@ mod tests {
         };
         let mut replies = Vec::new();
         let mut jobs: Vec<Box<dyn WriteJob>> = Vec::new();
-        let works: Vec<Box<dyn FnOnce(&Connection) -> Result<()> + Send>> = vec![
+        type Work = Box<dyn FnOnce(&Connection) -> Result<()> + Send>;
+        let works: Vec<Work> = vec![
             Box::new(|c| {
                 c.execute("INSERT INTO t VALUES (1)", [])
                     .map(drop)
