@@ -1016,7 +1016,8 @@ impl Backend for KeyspaceBackend {
             .await?;
         // Every write is let finish, failed or not, before anything is put back: a write still
         // in flight (an adapter call already made) could otherwise land after its key's old
-        // value was restored.
+        // value was restored. (A call that timed out is finished for us but may still land in
+        // the adapter: JavaScript cannot cancel it; see the README.)
         let written: Vec<Result<KvEntry>> = stream::iter(last.into_values())
             .map(|set| self.kv_write(set))
             .buffer_unordered(IO_CONCURRENCY)

@@ -207,11 +207,12 @@ pub fn path_inlinable(path: &FieldPath) -> bool {
 }
 
 /// Whether a label can be looked up in SQL: one holding U+0000 or U+0001 is stored in the
-/// encoding of [`stored_string`], so such a path is left to the Rust evaluator.
+/// encoding of [`stored_string`], and one holding U+10FFFF could meet the stand-in of a U+0000
+/// in [`raw_text_expr`]; such a path is left to the Rust evaluator.
 fn path_representable(path: &FieldPath) -> bool {
     path.segments
         .iter()
-        .all(|s| !s.contains(['\u{0}', '\u{1}']))
+        .all(|s| !s.contains(['\u{0}', '\u{1}', '\u{10FFFF}']))
 }
 
 /// A string as the `jsonb` copy of a document holds it (`records::doc_text`): `jsonb` and
@@ -290,7 +291,9 @@ pub fn text_expr(path: &FieldPath) -> SqlFragment {
 /// in it, so in a text holding one each such escape (one not itself escaped: preceded by an
 /// even number of backslashes) is swapped for `\uDBFF\uDFFF` before the cast and back in the
 /// text taken out. JSON.stringify, which wrote the text, never writes that pair as escapes (it
-/// writes U+10FFFF itself, and lower-case hex), so the swap back restores the text exactly.
+/// writes U+10FFFF itself, and lower-case hex), so the swap back restores the text exactly; a
+/// key that became U+10FFFF could shadow a real one, so paths naming U+10FFFF are not compiled
+/// ([`path_representable`]).
 fn raw_text_expr(path: &FieldPath) -> SqlFragment {
     let at = |f: &mut SqlFragment| {
         for seg in &path.segments {
@@ -1019,6 +1022,7 @@ mod tests {
         );
         assert!(w(json!({"a\u{0}": "x"})).is_none());
         assert!(w(json!({"a\u{1}": "x"})).is_none());
+        assert!(w(json!({"a\u{10FFFF}": "x"})).is_none());
         let f = w(json!({"x') OR 1=1 --": {"$eq": "'; DROP TABLE records; --"}})).unwrap();
         assert!(!f.sql.contains("DROP") && !f.sql.contains("OR 1=1"));
         let (sql, next) = number_placeholders("a = ?::text AND b = ?::text", 3);
