@@ -368,6 +368,12 @@ describe("postgres adapter", { skip }, () => {
       });
       expected = [...expected, `${key(2600)}x`].filter((k) => k !== key(2700)).sort();
       check(got, "a write during the listing");
+      // With a limit: pages smaller than the one read ahead take its first entries.
+      for (const limit of [300, 1300, 2256, 2999]) {
+        const keys = [];
+        for await (const e of store.kv.list({ prefix: "p:", limit })) keys.push(e.key);
+        assert.deepEqual(keys, expected.slice(0, limit), `limit ${limit}`);
+      }
     } finally {
       await Promise.all([store.close(), other.close()]);
     }

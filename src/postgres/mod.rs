@@ -425,6 +425,10 @@ struct Parked {
     read: ParkedRead,
 }
 
+/// The size of a kv list page read ahead, at least: index.js's `KV_PAGE`, the size it asks for
+/// after a first page of 256 (a page read ahead with the first page's size never matched).
+const READ_AHEAD_PAGE: usize = 1000;
+
 /// Most reads kept for a later ask, and for how long (older ones are let go: their answer is
 /// dropped).
 const MAX_PARKED: usize = 16;
@@ -1194,17 +1198,29 @@ impl Backend for PostgresBackend {
             self.inner.drop_read_ahead(&range);
         }
         let key = || list_key(&range, after.as_deref(), limit);
-        let page = match self.inner.joined(key).await {
+        let mut page = self.inner.joined(key).await;
+        if page.is_none() && limit < READ_AHEAD_PAGE {
+            // A page read ahead holds more: its first `limit` entries are this page (all of
+            // them if it holds fewer, which means the range ends there).
+            let ahead = || list_key(&range, after.as_deref(), READ_AHEAD_PAGE);
+            page = self.inner.joined::<Vec<KvEntry>>(ahead).await.map(|mut p| {
+                p.truncate(limit);
+                p
+            });
+        }
+        let page = match page {
             Some(page) => page,
             None => kv::list_page(&self.inner, range.clone(), after, limit).await?,
         };
         // A full page: the next one is likely asked for next, so its query starts now and is
         // parked for that call to join. index.js asks for a page before it parses the one in
         // hand, but the query and the trip back took longer than the parse: the JS thread sat
-        // idle for a quarter of a long listing.
+        // idle for a quarter of a long listing. It reads at least `READ_AHEAD_PAGE` entries:
+        // after its short first page index.js asks for pages of that size.
         if page.len() == limit {
             if let Some(last) = page.last() {
-                self.inner.read_ahead(range, last.key.clone(), limit);
+                self.inner
+                    .read_ahead(range, last.key.clone(), limit.max(READ_AHEAD_PAGE));
             }
         }
         Ok(page)
