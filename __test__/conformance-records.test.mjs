@@ -9,6 +9,20 @@ const CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 const ulidTime = (id) => [...id.slice(0, 10).toUpperCase()].reduce((acc, c) => acc * 32 + CROCKFORD.indexOf(c), 0);
 const ids = (docs) => docs.map((d) => d.id);
 
+/** The ids of `query` read in pages of `size`, each page after the last id of the one before. */
+async function pagedIds(col, query, size) {
+  const out = [];
+  let after;
+  for (let guard = 0; guard < 1000; guard++) {
+    const page = ids(await col.find({ ...query, limit: size, ...(after ? { after } : {}) }).toArray());
+    assert.ok(page.length <= size);
+    out.push(...page);
+    if (page.length < size) return out;
+    after = page.at(-1);
+  }
+  assert.fail(`paging ${JSON.stringify(query)} did not end`);
+}
+
 // Fixed data set for find(); ids are chosen so that default (id) order is d01..d08.
 const PEOPLE = {
   d01: { name: "alice", age: 30, status: "open", tags: ["a", "b"], address: { city: "Paris", zip: "75001" }, score: 10, flag: true },
@@ -288,15 +302,7 @@ await conformance("records", (a) => {
       for (const [direction, expected] of [["asc", [...arrays, ...objects]], ["desc", [...objects].reverse().concat([...arrays].reverse())]]) {
         const orderBy = { field: "v", direction };
         assert.deepEqual(ids(await col.find({ orderBy }).toArray()), expected, `${label}: ${direction}`);
-        const paged = [];
-        let after;
-        for (;;) {
-          const page = ids(await col.find({ orderBy, limit: 1, ...(after ? { after } : {}) }).toArray());
-          paged.push(...page);
-          if (page.length < 1) break;
-          after = page[0];
-        }
-        assert.deepEqual(paged, expected, `${label}: ${direction} in pages of 1`);
+        assert.deepEqual(await pagedIds(col, { orderBy }, 1), expected, `${label}: ${direction} in pages of 1`);
       }
     };
     await check("as put");
@@ -320,15 +326,7 @@ await conformance("records", (a) => {
     ];
     for (const [orderBy, want] of cases) {
       assert.deepEqual(ids(await col.find({ orderBy }).toArray()), want, JSON.stringify(orderBy));
-      const paged = [];
-      let after;
-      for (;;) {
-        const page = await col.find({ orderBy, limit: 4, ...(after ? { after } : {}) }).toArray();
-        paged.push(...ids(page));
-        if (page.length < 4) break;
-        after = page[page.length - 1].id;
-      }
-      assert.deepEqual(paged, want, `paged ${JSON.stringify(orderBy)}`);
+      assert.deepEqual(await pagedIds(col, { orderBy }, 4), want, `paged ${JSON.stringify(orderBy)}`);
     }
   });
 
@@ -502,16 +500,7 @@ await conformance("records", (a) => {
       const whole = ids(await col.find(query).toArray());
       assert.ok(whole.length > 20);
       for (const pageSize of [1, 9, 50]) {
-        const paged = [];
-        let after;
-        for (let guard = 0; guard < 200; guard++) {
-          const page = ids(await col.find({ ...query, limit: pageSize, ...(after ? { after } : {}) }).toArray());
-          assert.ok(page.length <= pageSize);
-          paged.push(...page);
-          if (page.length < pageSize) break;
-          after = page.at(-1);
-        }
-        assert.deepEqual(paged, whole, `paging ${JSON.stringify(query)} by ${pageSize}`);
+        assert.deepEqual(await pagedIds(col, query, pageSize), whole, `paging ${JSON.stringify(query)} by ${pageSize}`);
       }
     }
   });
@@ -558,15 +547,7 @@ await conformance("records", (a) => {
       for (const [direction, expected] of [["asc", ascending], ["desc", [...ascending].reverse()]]) {
         const orderBy = { field: "n", direction };
         assert.deepEqual(ids(await col.find({ orderBy }).toArray()), expected, `${label}: ${direction}`);
-        const paged = [];
-        let after;
-        for (;;) {
-          const page = ids(await col.find({ orderBy, limit: 2, ...(after ? { after } : {}) }).toArray());
-          paged.push(...page);
-          if (page.length < 2) break;
-          after = page[1];
-        }
-        assert.deepEqual(paged, expected, `${label}: ${direction} in pages of 2`);
+        assert.deepEqual(await pagedIds(col, { orderBy }, 2), expected, `${label}: ${direction} in pages of 2`);
         const matching = ascending.filter((id) => values[id] > "a");
         assert.deepEqual(ids(await col.find({ where: { n: { $gt: "a" } }, orderBy, limit: 3 }).toArray()),
           (direction === "asc" ? matching : [...matching].reverse()).slice(0, 3), `${label}: ${direction}, filtered, limit 3`);
