@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use futures::TryStreamExt;
 use serde_json::Value;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
@@ -356,6 +357,28 @@ async fn query_records(
     limit: Option<i64>,
 ) -> Result<Vec<Row>> {
     let store = inner.store_id();
+    let (sql, fragment_params) = records_sql(what, parts, order, limit.is_some());
+    let limit_value = limit.unwrap_or(0);
+    read!(inner, c => {
+        let stmt = c.prepare_cached(&sql).await.map_err(pg_err)?;
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&store, &coll];
+        for p in &fragment_params {
+            params.push(p);
+        }
+        if limit.is_some() {
+            params.push(&limit_value);
+        }
+        c.query(&stmt, &params).await.map_err(pg_err)
+    })
+}
+
+/// The statement of [`query_records`] and the parameters of its fragments.
+fn records_sql(
+    what: &str,
+    parts: Vec<SqlFragment>,
+    order: Option<SqlFragment>,
+    limit: bool,
+) -> (String, Vec<query_sql::SqlParam>) {
     let mut sql = format!("SELECT {what} FROM persist_records WHERE store_id = $1 AND coll = $2");
     let mut fragment_params: Vec<query_sql::SqlParam> = Vec::new();
     for part in parts {
@@ -369,23 +392,12 @@ async fn query_records(
         sql.push_str(&o.sql);
         fragment_params.extend(o.params);
     }
-    if limit.is_some() {
+    if limit {
         sql.push_str(" LIMIT ?");
     }
     // $1 and $2 are the store and collection; the fragments' parameters follow; then the limit.
     let (sql, _) = number_placeholders(&sql, 3);
-    let limit_value = limit.unwrap_or(0);
-    read!(inner, c => {
-        let stmt = c.prepare_cached(&sql).await.map_err(pg_err)?;
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&store, &coll];
-        for p in &fragment_params {
-            params.push(p);
-        }
-        if limit.is_some() {
-            params.push(&limit_value);
-        }
-        c.query(&stmt, &params).await.map_err(pg_err)
-    })
+    (sql, fragment_params)
 }
 
 /// The [`query_sql::Form`] of a query, from the fields that have our indexes.
@@ -445,57 +457,88 @@ async fn find_page_in_rust(
     after: Option<&FindCursor>,
     limit: usize,
 ) -> Result<Vec<Doc>> {
-    let mut matching = scan_matching(inner, coll, filter, compiled).await?;
-    if let Some(cursor) = after {
-        matching.retain(|(doc, data)| {
-            compare_docs(order, &doc.id, data, &cursor.id, &cursor.data)
-                == std::cmp::Ordering::Greater
-        });
-    }
-    matching.sort_by(|(a, ad), (b, bd)| compare_docs(order, &a.id, ad, &b.id, bd));
-    Ok(matching
-        .into_iter()
-        .take(limit)
-        .map(|(doc, _)| doc)
-        .collect())
+    let by_order =
+        |(a, ad): &(Doc, Value), (b, bd): &(Doc, Value)| compare_docs(order, &a.id, ad, &b.id, bd);
+    // The first `limit` matches in order, kept as the rows stream in: at most a few pages of
+    // documents in memory, whatever the size of the collection.
+    let keep = limit.max(1) * 2 + 64;
+    let mut best = scan_matching(
+        inner,
+        coll,
+        filter,
+        compiled,
+        Vec::new,
+        |best, doc, data| {
+            if after.is_some_and(|cursor| {
+                compare_docs(order, &doc.id, &data, &cursor.id, &cursor.data)
+                    != std::cmp::Ordering::Greater
+            }) {
+                return;
+            }
+            best.push((doc, data));
+            if best.len() >= keep {
+                best.sort_by(by_order);
+                best.truncate(limit);
+            }
+        },
+    )
+    .await?;
+    best.sort_by(by_order);
+    Ok(best.into_iter().take(limit).map(|(doc, _)| doc).collect())
 }
 
-async fn scan_matching(
+/// Streams the collection's rows that `compiled` (if any) selects and folds the documents that
+/// `filter` matches into an accumulator (`start` makes it, again if a lost connection makes the
+/// read start over): one statement, one snapshot, rows taken as they arrive, so memory holds
+/// what the accumulator keeps, not the collection.
+async fn scan_matching<A>(
     inner: &Inner,
     coll: &str,
     filter: Option<&Filter>,
     compiled: Option<SqlFragment>,
-) -> Result<Vec<(Doc, Value)>> {
+    start: impl Fn() -> A,
+    mut add: impl FnMut(&mut A, Doc, Value),
+) -> Result<A> {
     let exact = compiled.is_some();
-    let rows = query_records(
-        inner,
-        COLUMNS,
-        coll,
-        compiled.into_iter().collect(),
-        None,
-        None,
-    )
-    .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let doc = doc_from_row(row);
-        let data: Value = serde_json::from_str(&doc.data).map_err(|e| {
-            PersistError::internal(format!("record {coll}/{} holds invalid JSON: {e}", doc.id))
-        })?;
-        if exact || filter.is_none_or(|f| f.matches(&data)) {
-            out.push((doc, data));
+    let store = inner.store_id();
+    let (sql, fragment_params) = records_sql(COLUMNS, compiled.into_iter().collect(), None, false);
+    read!(inner, c => {
+        let stmt = c.prepare_cached(&sql).await.map_err(pg_err)?;
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&store, &coll];
+        for p in &fragment_params {
+            params.push(p);
         }
-    }
-    Ok(out)
+        let rows = c.query_raw(&stmt, params).await.map_err(pg_err)?;
+        futures::pin_mut!(rows);
+        let mut acc = start();
+        while let Some(row) = rows.try_next().await.map_err(pg_err)? {
+            let doc = doc_from_row(&row);
+            let data: Value = serde_json::from_str(&doc.data).map_err(|e| {
+                PersistError::internal(format!("record {coll}/{} holds invalid JSON: {e}", doc.id))
+            })?;
+            if exact || filter.is_none_or(|f| f.matches(&data)) {
+                add(&mut acc, doc, data);
+            }
+        }
+        Ok(acc)
+    })
 }
 
 pub async fn count(inner: &Inner, coll: String, filter: Option<Filter>) -> Result<u64> {
     let form = query_form(inner, filter.as_ref(), &[]).await;
     let part = match filter.as_ref().map(|f| query_sql::where_sql(f, &form)) {
         Some(None) => {
-            return Ok(scan_matching(inner, &coll, filter.as_ref(), None)
-                .await?
-                .len() as u64)
+            return scan_matching(
+                inner,
+                &coll,
+                filter.as_ref(),
+                None,
+                || 0u64,
+                |n, _, _| {
+                    *n += 1;
+                },
+            )
+            .await;
         }
         Some(Some(part)) => Some(part),
         None => None,
