@@ -541,49 +541,28 @@ pub fn compare_json(a: Option<&Value>, b: Option<&Value>) -> Ordering {
 /// JavaScript writes `1e+21`, `5e-6` for `0.000005`), and a page sorted in SQL followed by one
 /// sorted here would then skip or repeat documents.
 pub(crate) fn stringified(v: &Value) -> String {
-    let mut out = String::new();
-    write_stringified(v, &mut out);
-    out
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, JsNumbers);
+    // Writing into a Vec cannot fail, nor can serializing a `Value`.
+    let _ = serde::Serialize::serialize(v, &mut ser);
+    String::from_utf8(out).unwrap_or_default()
 }
 
-fn write_stringified(v: &Value, out: &mut String) {
-    match v {
-        Value::Number(n) => out.push_str(&js_number_text(n)),
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_stringified(item, out);
-            }
-            out.push(']');
-        }
-        Value::Object(members) => {
-            out.push('{');
-            for (i, (k, item)) in members.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                // Strings escape the same way in both (JSON.stringify's well-formed form).
-                out.push_str(&serde_json::to_string(k).unwrap_or_default());
-                out.push(':');
-                write_stringified(item, out);
-            }
-            out.push('}');
-        }
-        other => out.push_str(&serde_json::to_string(other).unwrap_or_default()),
+/// serde_json's compact output, with floats written by [`js_number_text`] (integers already
+/// come out as JavaScript writes them, and strings are escaped the same way as JSON.stringify's
+/// well-formed form).
+struct JsNumbers;
+
+impl serde_json::ser::Formatter for JsNumbers {
+    fn write_f64<W: ?Sized + std::io::Write>(&mut self, w: &mut W, x: f64) -> std::io::Result<()> {
+        w.write_all(js_number_text(x).as_bytes())
     }
 }
 
-/// A number as JavaScript's `Number.prototype.toString()` writes it (ECMA-262 Number::toString):
+/// A float as JavaScript's `Number.prototype.toString()` writes it (ECMA-262 Number::toString):
 /// the shortest digits that round-trip, as an integer or decimal when the point falls within
 /// 21 digits (or up to 6 zeros after it), else with an exponent written `e+N` / `e-N`.
-pub(crate) fn js_number_text(n: &serde_json::Number) -> String {
-    if n.is_i64() || n.is_u64() {
-        return n.to_string();
-    }
-    let x = n.as_f64().unwrap_or(0.0);
+fn js_number_text(x: f64) -> String {
     if x == 0.0 || !x.is_finite() {
         return "0".into();
     }
@@ -672,14 +651,17 @@ mod tests {
             (1e-6, "0.000001"),
         ];
         for (x, js) in cases {
-            let n = serde_json::Number::from_f64(x).unwrap();
-            assert_eq!(js_number_text(&n), js, "{x:e}");
+            assert_eq!(js_number_text(x), js, "{x:e}");
         }
-        assert_eq!(js_number_text(&serde_json::Number::from(-42i64)), "-42");
         let v: Value = serde_json::from_str(r#"[1e21,{"b":0.000005,"a":"x\u0000"},5e-7]"#).unwrap();
         assert_eq!(
             stringified(&v),
             r#"[1e+21,{"b":0.000005,"a":"x\u0000"},5e-7]"#
+        );
+        // Integers, as serde writes them, are JavaScript's text too.
+        assert_eq!(
+            stringified(&json!([-42, 9007199254740991u64, 0])),
+            "[-42,9007199254740991,0]"
         );
     }
 
