@@ -361,15 +361,24 @@ async fn query_records(
     let limit_value = limit.unwrap_or(0);
     read!(inner, c => {
         let stmt = c.prepare_cached(&sql).await.map_err(pg_err)?;
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&store, &coll];
-        for p in &fragment_params {
-            params.push(p);
-        }
+        let mut params = bound(&store, &coll, &fragment_params);
         if limit.is_some() {
             params.push(&limit_value);
         }
         c.query(&stmt, &params).await.map_err(pg_err)
     })
+}
+
+/// The parameters of a [`records_sql`] statement before its limit: the store, the collection,
+/// the fragments'.
+fn bound<'a>(
+    store: &'a i32,
+    coll: &'a &str,
+    fragments: &'a [query_sql::SqlParam],
+) -> Vec<&'a (dyn ToSql + Sync)> {
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![store, coll];
+    params.extend(fragments.iter().map(|p| p as &(dyn ToSql + Sync)));
+    params
 }
 
 /// The statement of [`query_records`] and the parameters of its fragments.
@@ -504,10 +513,7 @@ async fn scan_matching<A>(
     let (sql, fragment_params) = records_sql(COLUMNS, compiled.into_iter().collect(), None, false);
     read!(inner, c => {
         let stmt = c.prepare_cached(&sql).await.map_err(pg_err)?;
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&store, &coll];
-        for p in &fragment_params {
-            params.push(p);
-        }
+        let params = bound(&store, &coll, &fragment_params);
         let rows = c.query_raw(&stmt, params).await.map_err(pg_err)?;
         futures::pin_mut!(rows);
         let mut acc = start();
